@@ -1,0 +1,1 @@
+"""The ``discanalysis`` command line. One module per subcommand; see :mod:`DiscAnalysisLib.cli.main`."""
