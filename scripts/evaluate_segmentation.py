@@ -8,8 +8,9 @@
    distance (mm), % volume difference ((pred - ref) / ref), sensitivity, precision - the measures of the
    voxel-based relaxometry paper's Table 2 - and whether every level was named correctly.
 2. radiospineomics (never trained on): L1-L2 disc Dice and level name on its 2 annotated slices.
-3. pfirrmann_sudirman localisation check (515 images, never trained on): disc boxes ordered top to bottom,
-   the lowest five are L1-L2..L5-S1; a box passes when exactly one predicted lumbar disc has its centroid
+3. pfirrmann_sudirman localisation check on the 204 held-out patients (the other 311 serve as weak box
+   labels in training, split by patient number): disc boxes ordered top to bottom, the lowest five are
+   L1-L2..L5-S1; a box passes when exactly one predicted lumbar disc has its centroid
    inside it and that disc carries the box's level.
 
 Weights for 2 and 3: ``--weights`` (default: the shipped ones). Results: printed, and JSON/Markdown in --out.
@@ -107,50 +108,34 @@ def evaluate_cv(folds: Path) -> dict:
 
 def evaluate_radiospineomics(settings: SegmentationSettings) -> list[dict]:
     out = []
-    for name, img, ref in sd.radiospineomics_cases():
+    for name, img, refs in sd.radiospineomics_cases():
         res = segment_image(img, settings)
         pred = sitk.GetArrayFromImage(res.labels)
         sp = tuple(reversed(img.GetSpacing()))
+        ref = refs["L1-L2"]
         m = level_metrics(pred == lv.DISC_LABELS["L1-L2"], ref, sp)
         any_disc = level_metrics((pred >= 120) & (pred <= 124), ref, sp)
         named = named_correctly(pred, ref, "L1-L2")
-        out.append({"case": name, **m, "dice_any_disc_label": any_disc["dice"], "named_L1-L2": named, "flags": list(res.flags)})
-        print(f"  radiospineomics {name}: L1-L2 Dice {m['dice']:.3f} (any disc label {any_disc['dice']:.3f}), named {named}", flush=True)
+        vd = {f"dice_{v}": level_metrics(pred == lv.VERTEBRA_LABELS[v], refs[v], sp)["dice"] for v in ("L1", "L2") if v in refs}
+        out.append({"case": name, **m, "dice_any_disc_label": any_disc["dice"], "named_L1-L2": named, **vd, "flags": list(res.flags)})
+        print(f"  radiospineomics {name}: L1-L2 Dice {m['dice']:.3f} (any disc label {any_disc['dice']:.3f}), named {named}, "
+              f"vertebra Dice {vd}, flags {res.flags}", flush=True)
     return out
 
 
-DISC_BOX_CLASSES = (0, 1, 4, 5)  # degenerative disc, normal disc, lumbar / thoracic disc bulge
-
-
-def read_boxes(path: Path, shape) -> list[tuple[float, float, float, float]]:
-    """Disc boxes (row0, row1, col0, col1) in pixels, top to bottom, near-duplicates merged."""
-    b = np.loadtxt(path, ndmin=2)
-    if b.size == 0:
-        return []
-    b = b[np.isin(b[:, 0].astype(int), DISC_BOX_CLASSES)]
-    b = b[np.argsort(b[:, 2])]
-    h, w = shape
-    boxes: list[list[float]] = []
-    for _, cx, cy, bw, bh in b:
-        r0, r1, c0, c1 = (cy - bh / 2) * h, (cy + bh / 2) * h, (cx - bw / 2) * w, (cx + bw / 2) * w
-        if boxes and abs((r0 + r1) / 2 - (boxes[-1][0] + boxes[-1][1]) / 2) < 0.03 * h:
-            last = boxes[-1]
-            boxes[-1] = [min(last[0], r0), max(last[1], r1), min(last[2], c0), max(last[3], c1)]
-        else:
-            boxes.append([r0, r1, c0, c1])
-    return [tuple(x) for x in boxes]
+def read_boxes(image_path: Path, shape) -> list[tuple[float, float, float, float]]:
+    return sd.sudirman_disc_boxes(image_path, shape)
 
 
 def evaluate_sudirman(settings: SegmentationSettings, limit: int | None) -> dict:
-    base = sd.DATA / "pfirrmann_sudirman"
-    images = sorted((base / "images").glob("*.png"))[:limit]
+    images = sd.sudirman_images("test")[:limit]  # patients never used as weak labels in training
     per_level = {n: {"boxes": 0, "one_disc": 0, "right_level": 0} for n in lv.DISCS}
     n_img = n_all_ok = n_low3_ok = n_err = 0
     failures = []
     t0 = time.time()
     for i, p in enumerate(images):
         img = read_image(p)
-        boxes = read_boxes(base / "boxes" / (p.stem + ".txt"), (img.GetSize()[1], img.GetSize()[0]))
+        boxes = read_boxes(p, (img.GetSize()[1], img.GetSize()[0]))
         if len(boxes) < 5:
             continue
         n_img += 1
@@ -223,8 +208,10 @@ def markdown(cv: dict, rso: list[dict], sud: dict | None) -> str:
             lines.append(f"- held-out subject {c['subject']}: all levels named {c['all_levels_named']}, flags "
                          f"{', '.join(c['flags']) or 'none'}")
     if rso:
-        lines += ["", "| radiospineomics slice | L1-L2 Dice | Dice ignoring level | MSD (mm) | named L1-L2 |", "|---|---|---|---|---|"]
-        lines += [f"| {r['case']} | {r['dice']:.3f} | {r['dice_any_disc_label']:.3f} | {r['msd_mm']:.2f} | {r['named_L1-L2']} |" for r in rso]
+        lines += ["", "| radiospineomics slice | L1-L2 Dice | Dice ignoring level | MSD (mm) | named L1-L2 | L1 body Dice | L2 body Dice |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['case']} | {r['dice']:.3f} | {r['dice_any_disc_label']:.3f} | {r['msd_mm']:.2f} | {r['named_L1-L2']} | "
+                  f"{r.get('dice_L1', float('nan')):.3f} | {r.get('dice_L2', float('nan')):.3f} |" for r in rso]
     if sud:
         lines += ["", f"Sudirman localisation: {sud['images']} images; all five lumbar boxes right: "
                   f"{sud['all_5_levels_right_pct']:.1f} %; lowest three (graded) right: {sud['lowest_3_levels_right_pct']:.1f} %.",

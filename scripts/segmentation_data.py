@@ -119,7 +119,7 @@ def estimate_png_spacing_mm() -> float:
     return reference_disc_depth_mm() / float(np.median(depths))
 
 
-def samples_png(spacing_mm: float) -> list[Sample]:
+def samples_png(spacing_mm: float, boundary_ignore_px: int = 0) -> list[Sample]:
     out = []
     for n, im, m in png_slices_raw():
         full = (m == 2).any()  # slices with no vertebra label have discs only: vertebra unknown there
@@ -133,17 +133,103 @@ def samples_png(spacing_mm: float) -> list[Sample]:
         onehot = np.stack([(t == v).astype(np.float32) for v in vals])
         oh = resample_inplane(onehot, (spacing_mm, spacing_mm))
         t_r = vals[np.argmax(oh, axis=0)].astype(np.uint8)
+        if boundary_ignore_px:
+            # These slices outline discs more generously than lumbar_t2_3d (thicker discs): they teach where
+            # discs and bodies are, while the exact disc boundary is left to the 3D annotations.
+            d = t_r == 1
+            band = ndi.binary_dilation(d, iterations=boundary_ignore_px) & ~ndi.binary_erosion(d, iterations=boundary_ignore_px)
+            t_r[band] = IGNORE
         out.append(Sample(im_r, t_r, "lumbar_t2_slices", f"png{n}", 1.0))
     return out
 
 
-def radiospineomics_cases() -> list[tuple[str, sitk.Image, np.ndarray]]:
-    """(name, image, disc mask) for the radiospineomics slices with an L1-L2 disc mask (testing only)."""
+def radiospineomics_cases() -> list[tuple[str, sitk.Image, dict[str, np.ndarray]]]:
+    """(name, image, {level: mask}) for the radiospineomics slices: L1-L2 disc, L1 and L2 bodies (testing only)."""
     base = DATA / "radiospineomics" / "sample_data"
     out = []
     for f in sorted((base / "masks").glob("L1_L2_IVD-*.nrrd")):
         name = f.name.split("IVD-")[1]
         img = sitk.ReadImage(str(base / "images" / name))
         m = np.squeeze(sitk.GetArrayFromImage(sitk.ReadImage(str(f))))
-        out.append((name, img, m > 0))
+        ref = {"L1-L2": m > 0}
+        for v in ("L1", "L2"):
+            vf = base / "masks" / f"{v}_VB-{name}"
+            if vf.exists():
+                ref[v] = np.squeeze(sitk.GetArrayFromImage(sitk.ReadImage(str(vf)))) > 0
+        out.append((name, img, ref))
+    return out
+
+
+# ------------------------------------------------------------------------------- pfirrmann_sudirman
+SUDIRMAN_DISC_CLASSES = (0, 1, 4, 5)  # degenerative disc, normal disc, lumbar / thoracic disc bulge
+#: Patients used as weak labels for training; the others are held out for the localisation check. Split by
+#: patient number, deterministic: number modulo 5 in {0, 1, 2} (60 %) for training. The number is the 7th
+#: "_"-separated field of the file name (0001..0515, nearly one image per patient; the 6th field, which
+#: the data README names, is a series number shared by 441 images).
+SUDIRMAN_TRAIN_MOD = (0, 1, 2)
+
+
+def sudirman_patient(path: Path) -> int:
+    return int(Path(path).name.split("_")[6])
+
+
+def sudirman_images(split: str) -> list[Path]:
+    """'train' (weak labels) or 'test' (localisation check) images, split by patient."""
+    ims = sorted((DATA / "pfirrmann_sudirman" / "images").glob("*.png"))
+    train = [p for p in ims if sudirman_patient(p) % 5 in SUDIRMAN_TRAIN_MOD]
+    return train if split == "train" else [p for p in ims if p not in set(train)]
+
+
+def sudirman_disc_boxes(image_path: Path, shape) -> list[tuple[float, float, float, float]]:
+    """Disc boxes (row0, row1, col0, col1) in pixels, top to bottom, near-duplicates merged."""
+    b = np.loadtxt(DATA / "pfirrmann_sudirman" / "boxes" / (Path(image_path).stem + ".txt"), ndmin=2)
+    if b.size == 0:
+        return []
+    b = b[np.isin(b[:, 0].astype(int), SUDIRMAN_DISC_CLASSES)]
+    b = b[np.argsort(b[:, 2])]
+    h, w = shape
+    boxes: list[list[float]] = []
+    for _, cx, cy, bw, bh in b:
+        r0, r1, c0, c1 = (cy - bh / 2) * h, (cy + bh / 2) * h, (cx - bw / 2) * w, (cx + bw / 2) * w
+        if boxes and abs((r0 + r1) / 2 - (boxes[-1][0] + boxes[-1][1]) / 2) < 0.03 * h:
+            last = boxes[-1]
+            boxes[-1] = [min(last[0], r0), max(last[1], r1), min(last[2], c0), max(last[3], c1)]
+        else:
+            boxes.append([r0, r1, c0, c1])
+    return [tuple(x) for x in boxes]
+
+
+def samples_sudirman(fov_mm: float = 280.0) -> list[Sample]:
+    """Weak labels from the disc boxes of the training patients.
+
+    Inside each box a small central ellipse (a quarter of the box width, 15 % of its height on each side
+    of the centre) is disc; the rest of the (slightly enlarged) box is ignored; above the top box nothing
+    is known (unboxed thoracic discs) and is ignored; everything else is "not disc" - which teaches the
+    network that bowel, bladder, posterior elements and the sacrum are not discs, and the box cores that
+    degenerated (dark, thin) discs are. Pixel size is unknown: the 280 mm field-of-view assumption used for
+    bitmaps at inference is used here too.
+    """
+    from PIL import Image
+
+    out = []
+    for p in sudirman_images("train"):
+        im = np.asarray(Image.open(p).convert("L"), dtype=np.float32)
+        h, w = im.shape
+        boxes = sudirman_disc_boxes(p, (h, w))
+        if len(boxes) < 5:
+            continue
+        t = np.full((h, w), NOT_DISC, np.uint8)
+        yy, xx = np.mgrid[0:h, 0:w]
+        for r0, r1, c0, c1 in boxes:
+            pad = 3
+            t[max(int(r0) - pad, 0) : int(np.ceil(r1)) + pad, max(int(c0) - pad, 0) : int(np.ceil(c1)) + pad] = IGNORE
+        for r0, r1, c0, c1 in boxes:
+            cy, cx, ry, rx = (r0 + r1) / 2, (c0 + c1) / 2, 0.15 * (r1 - r0), 0.25 * (c1 - c0)
+            t[((yy - cy) / max(ry, 1)) ** 2 + ((xx - cx) / max(rx, 1)) ** 2 <= 1] = 1
+        t[: max(int(boxes[0][0]) - 3, 0)] = IGNORE
+        sp = fov_mm / max(h, w)
+        im_r = resample_inplane(im[None], (sp, sp))[0]
+        vals = np.unique(t)
+        oh = resample_inplane(np.stack([(t == v).astype(np.float32) for v in vals]), (sp, sp))
+        out.append(Sample(im_r, vals[np.argmax(oh, axis=0)].astype(np.uint8), "pfirrmann_sudirman", f"sud{sudirman_patient(p)}"))
     return out

@@ -42,6 +42,18 @@ class PostprocessSettings:
     small_fraction: float = 0.35
     #: ... and above this multiple of the median disc.
     large_factor: float = 2.5
+    #: Disc pieces closer than this (mm, centroid to centroid in the sagittal plane) are one disc.
+    merge_mm: float = 10.0
+    #: Components whose anterior-posterior centre is further than this (mm) from the column are dropped.
+    off_axis_mm: float = 30.0
+    #: Components whose left-right centre is further than this (mm) from that of the larger discs are lateral
+    #: structures (foramina, psoas), not a disc of the column (3D only).
+    off_midline_mm: float = 15.0
+    #: Small disc-like components below the lowest full-size disc (the rudimentary S1-S2 disc of the sacrum)
+    #: are dropped when smaller than this fraction of the median disc.
+    sacral_remnant_fraction: float = 0.25
+    #: Fraction of vertebral-body voxels expected just above/below a disc (see assign_levels).
+    min_bone_support: float = 0.2
     #: A disc-to-disc distance above this multiple of the median distance means a disc was not found there:
     #: the count skips a level instead of shifting every level above it.
     gap_factor: float = 1.6
@@ -140,7 +152,56 @@ def find_discs(probs: np.ndarray, spacing: tuple[float, float, float], settings:
             edge = edge or bool(m[0].any() or m[-1].any()) and len(ks) < shape[0]
         discs.append(_Disc(m, c, nrm, float(size), conf, len(ks), edge))
     discs.sort(key=lambda d: d.centroid_mm[1])
-    return discs
+    return _merge_and_filter(discs, probs, sp, settings)
+
+
+def _bone_support(disc: _Disc, vert: np.ndarray, sp: np.ndarray) -> tuple[float, float]:
+    """Fraction of vertebral-body voxels just above / below the disc (mask shifted along its normal)."""
+    out = []
+    for sign in (-1.0, 1.0):
+        best = 0.0
+        for t_mm in (5.0, 9.0):
+            shift = np.rint(sign * t_mm * disc.normal / sp).astype(int)
+            idx = np.argwhere(disc.mask) + shift
+            ok = np.all((idx >= 0) & (idx < np.array(vert.shape)), axis=1)
+            if ok.any():
+                idx = idx[ok]
+                best = max(best, float(vert[idx[:, 0], idx[:, 1], idx[:, 2]].mean()))
+        out.append(best)
+    return out[0], out[1]
+
+
+def _merge_and_filter(discs: list[_Disc], probs: np.ndarray, sp: np.ndarray, settings: PostprocessSettings) -> list[_Disc]:
+    """Merge pieces of one disc (split left/right or by a fissure) and drop blobs off the spinal column.
+
+    Pieces whose centroids lie closer than ``merge_mm`` in the sagittal plane are one disc. A component whose
+    anterior-posterior centre is more than ``off_axis_mm`` from the median of the larger discs is not on
+    the column (psoas, bowel, posterior fat) and is dropped.
+    """
+    if len(discs) < 2:
+        return discs
+    big = [d for d in discs if d.size >= 0.3 * max(x.size for x in discs)]
+    ap_med = float(np.median([d.centroid_mm[2] for d in big]))
+    lr_med = float(np.median([d.centroid_mm[0] for d in big]))
+    discs = [
+        d
+        for d in discs
+        if abs(d.centroid_mm[2] - ap_med) <= settings.off_axis_mm
+        and abs(d.centroid_mm[0] - lr_med) <= settings.off_midline_mm
+    ]
+    merged: list[_Disc] = []
+    for d in discs:
+        if merged and np.linalg.norm(d.centroid_mm[1:] - merged[-1].centroid_mm[1:]) < settings.merge_mm:
+            m = merged[-1].mask | d.mask
+            c, nrm = _disc_geometry(m, sp)
+            ks = np.unique(np.nonzero(m)[0])
+            merged[-1] = _Disc(
+                m, c, nrm, merged[-1].size + d.size, float(probs[:, DISC][m].mean()), len(ks),
+                merged[-1].touches_edge or d.touches_edge,
+            )
+        else:
+            merged.append(d)
+    return merged
 
 
 def _count_with_gaps(discs: list[_Disc], gap_factor: float) -> list[int]:
@@ -182,6 +243,30 @@ def assign_levels(
     out = np.zeros(cls.shape, dtype=np.uint8)
     flags: list[str] = []
     discs = find_discs(probs, spacing, settings)
+    # The rudimentary S1-S2 disc inside the sacrum is small: never take it for L5-S1.
+    if len(discs) >= 3:
+        med_all = float(np.median([d.size for d in discs]))
+        while len(discs) >= 3 and discs[-1].size < settings.sacral_remnant_fraction * med_all:
+            discs = discs[:-1]
+            if "small_disc_below_L5-S1_ignored" not in flags:
+                flags.append("small_disc_below_L5-S1_ignored")
+    # Bright structures below the column (bowel, bladder, pelvic vessels) can look like a disc. A disc sits
+    # on a vertebral body: drop bottom candidates with no bone just above them, or separated from the disc
+    # above by much more than one vertebra, before the count starts. Skipped when the network found little
+    # vertebral tissue around the discs (e.g. an unusual contrast), where the test would say nothing.
+    vert_mask = cls == VERTEBRA
+    if len(discs) >= 3:
+        support = [_bone_support(d, vert_mask, sp) for d in discs]
+        if float(np.median([min(a, b) for a, b in support])) >= settings.min_bone_support:
+            while len(discs) >= 3:
+                gaps = [np.linalg.norm(discs[i + 1].centroid_mm[1:] - discs[i].centroid_mm[1:]) for i in range(len(discs) - 1)]
+                far = gaps[-1] > settings.gap_factor * float(np.median(gaps[:-1]))
+                if support[-1][0] < settings.min_bone_support or far:
+                    discs, support = discs[:-1], support[:-1]
+                    if "structure_below_spine_ignored" not in flags:
+                        flags.append("structure_below_spine_ignored")
+                else:
+                    break
 
     # ---- vertebral tissue (used for the sacrum test and for naming bodies)
     vert = cls == VERTEBRA

@@ -116,3 +116,24 @@ def test_gap_in_the_disc_row_skips_a_level_instead_of_shifting_the_count():
     y0, y1 = disc_rows[0]
     assert set(np.unique(labels[:, y0:y1, 40:60])) == {lv.DISC_LABELS["L1-L2"]}
     assert "gap_between_discs" in flags and "disc_level_missing" in flags
+
+
+def test_rudimentary_sacral_disc_is_not_taken_for_l5s1():
+    cls, disc_rows = spine(n_discs=5, sacrum=True)
+    y = disc_rows[-1][1] + 15
+    cls[:, y : y + 3, 45:60] = 1  # S1-S2 remnant: thin, short, inside the sacrum
+    labels, rows, flags = assign_levels(probs_of(cls), (1.0, 1.0, 1.0))
+    r = rows_by_level(rows)
+    y0, y1 = disc_rows[-1]
+    assert set(np.unique(labels[:, y0:y1, 40:60])) == {lv.DISC_LABELS["L5-S1"]}
+    assert "small_disc_below_L5-S1_ignored" in flags and r["L1-L2"].found
+
+
+def test_lateral_blob_off_the_midline_is_not_a_disc():
+    cls, disc_rows = spine(n_discs=5, n_slices=40)
+    cls[:10] = 0  # the column occupies slices 10..39
+    y0 = (disc_rows[1][1] + disc_rows[2][0]) // 2
+    cls[0:6, y0 : y0 + 6, 40:60] = 1  # lateral blob between L2-L3 and L3-L4, far from the midline
+    labels, rows, flags = assign_levels(probs_of(cls), (1.0, 1.0, 1.0))
+    assert not labels[0:6, y0 : y0 + 6].any()
+    assert all(r.found for r in rows if r.level in lv.DISCS)
