@@ -127,8 +127,8 @@ def read_boxes(image_path: Path, shape) -> list[tuple[float, float, float, float
     return sd.sudirman_disc_boxes(image_path, shape)
 
 
-def evaluate_sudirman(settings: SegmentationSettings, limit: int | None) -> dict:
-    images = sd.sudirman_images("test")[:limit]  # patients never used as weak labels in training
+def evaluate_sudirman(settings: SegmentationSettings, limit: int | None, split: str = "test") -> dict:
+    images = sd.sudirman_images(split)[:limit]  # "test": patients never used as weak labels in training
     per_level = {n: {"boxes": 0, "one_disc": 0, "right_level": 0} for n in lv.DISCS}
     n_img = n_all_ok = n_low3_ok = n_err = 0
     failures = []
@@ -226,6 +226,8 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", help="weights for the external checks (default: shipped)")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "eval")
     ap.add_argument("--sudirman-limit", type=int, default=None, help="only the first N Sudirman images")
+    ap.add_argument("--sudirman-split", default="test", choices=("test", "train"),
+                    help="'train' = the weak-label patients (for developing post-processing rules, not for reporting)")
     ap.add_argument("--skip", nargs="*", default=(), choices=("cv", "radiospineomics", "sudirman"))
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
@@ -244,7 +246,7 @@ def main(argv=None) -> int:
     if "radiospineomics" not in args.skip:
         rso = evaluate_radiospineomics(ext)
     if "sudirman" not in args.skip:
-        sud = evaluate_sudirman(ext, args.sudirman_limit)
+        sud = evaluate_sudirman(ext, args.sudirman_limit, args.sudirman_split)
     result.update({"cv": cv, "radiospineomics": rso, "sudirman": sud})
     (args.out / "evaluation.json").write_text(json.dumps(result, indent=2, default=float))
     md = markdown(cv, rso, sud)

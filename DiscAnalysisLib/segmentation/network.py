@@ -22,7 +22,7 @@ CLASSES: tuple[str, ...] = ("background", "disc", "vertebra")
 BACKGROUND, DISC, VERTEBRA = 0, 1, 2
 #: Shipped weights (relative to Resources/) and their SHA-256; written by scripts/train_segmentation.py.
 WEIGHTS_FILE = "Models/disc_vertebra_unet2d.pt"
-WEIGHTS_SHA256 = "0" * 64
+WEIGHTS_SHA256 = "c6e7d4b584acd86bb32dd1216fd2e6b30d807c00b41817b8f8c211a131968a3b"
 #: Architecture hyper-parameters (must match the weights).
 NETWORK_KWARGS: dict = {
     "spatial_dims": 2,

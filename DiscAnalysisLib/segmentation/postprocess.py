@@ -46,12 +46,21 @@ class PostprocessSettings:
     merge_mm: float = 10.0
     #: Components whose anterior-posterior centre is further than this (mm) from the column are dropped.
     off_axis_mm: float = 30.0
+    #: ... or further than this (mm) from the column's curve fitted through the larger discs (>= 4 of them).
+    off_curve_mm: float = 20.0
     #: Components whose left-right centre is further than this (mm) from that of the larger discs are lateral
     #: structures (foramina, psoas), not a disc of the column (3D only).
     off_midline_mm: float = 15.0
     #: Small disc-like components below the lowest full-size disc (the rudimentary S1-S2 disc of the sacrum)
     #: are dropped when smaller than this fraction of the median disc.
     sacral_remnant_fraction: float = 0.25
+    #: ... or shorter (anterior-posterior) than this fraction of the median disc depth.
+    sacral_remnant_depth: float = 0.8
+    #: ... or both smaller than this fraction of the median disc and less confident than this (mean softmax).
+    #: These three thresholds were set on the pfirrmann_sudirman weak-label (training) patients, never on the
+    #: held-out ones (docs/validation.md).
+    uncertain_size_fraction: float = 0.75
+    uncertain_confidence: float = 0.88
     #: Fraction of vertebral-body voxels expected just above/below a disc (see assign_levels).
     min_bone_support: float = 0.2
     #: A disc-to-disc distance above this multiple of the median distance means a disc was not found there:
@@ -103,6 +112,21 @@ class _Disc:
     slices: int
     touches_edge: bool
 
+    @property
+    def depth_mm(self) -> float:
+        """Anterior-posterior length along the disc plane (sqrt(12 var) of the long in-plane axis)."""
+        return _long_axis_mm(self.mask, self.spacing)
+
+    spacing: np.ndarray = None  # type: ignore[assignment]
+
+
+def _long_axis_mm(mask: np.ndarray, spacing: np.ndarray) -> float:
+    pts = np.argwhere(mask).astype(float)[:, 1:] * spacing[1:]
+    if len(pts) < 3:
+        return 0.0
+    w = np.linalg.eigvalsh(np.cov(pts.T) + 1e-9 * np.eye(2))
+    return float(np.sqrt(12 * w[-1]))
+
 
 def _components(mask: np.ndarray, spacing: tuple[float, float, float]) -> tuple[np.ndarray, int]:
     # 3D connectivity across adjacent sagittal slices (faces only) keeps one disc one component
@@ -150,7 +174,7 @@ def find_discs(probs: np.ndarray, spacing: tuple[float, float, float], settings:
         edge = bool(m[:, 0].any() or m[:, -1].any() or m[:, :, 0].any() or m[:, :, -1].any())
         if shape[0] > 1:
             edge = edge or bool(m[0].any() or m[-1].any()) and len(ks) < shape[0]
-        discs.append(_Disc(m, c, nrm, float(size), conf, len(ks), edge))
+        discs.append(_Disc(m, c, nrm, float(size), conf, len(ks), edge, sp))
     discs.sort(key=lambda d: d.centroid_mm[1])
     return _merge_and_filter(discs, probs, sp, settings)
 
@@ -181,14 +205,30 @@ def _merge_and_filter(discs: list[_Disc], probs: np.ndarray, sp: np.ndarray, set
     if len(discs) < 2:
         return discs
     big = [d for d in discs if d.size >= 0.3 * max(x.size for x in discs)]
-    ap_med = float(np.median([d.centroid_mm[2] for d in big]))
     lr_med = float(np.median([d.centroid_mm[0] for d in big]))
-    discs = [
-        d
-        for d in discs
-        if abs(d.centroid_mm[2] - ap_med) <= settings.off_axis_mm
-        and abs(d.centroid_mm[0] - lr_med) <= settings.off_midline_mm
-    ]
+    if len(big) >= 4:
+        # The column is curved (lordosis): expected anterior-posterior position of a disc is a quadratic in
+        # its superior-inferior position, fitted to the larger discs with one robust refit.
+        si = np.array([d.centroid_mm[1] for d in big])
+        ap = np.array([d.centroid_mm[2] for d in big])
+        coef = np.polyfit(si, ap, 2)
+        res = np.abs(np.polyval(coef, si) - ap)
+        keep = res <= max(settings.off_curve_mm, 2 * float(np.median(res)))
+        if keep.sum() >= 4:
+            coef = np.polyfit(si[keep], ap[keep], 2)
+
+        def off_axis(d: _Disc) -> float:
+            return abs(float(np.polyval(coef, d.centroid_mm[1])) - d.centroid_mm[2])
+
+        limit = settings.off_curve_mm
+    else:
+        ap_med = float(np.median([d.centroid_mm[2] for d in big]))
+
+        def off_axis(d: _Disc) -> float:
+            return abs(d.centroid_mm[2] - ap_med)
+
+        limit = settings.off_axis_mm
+    discs = [d for d in discs if off_axis(d) <= limit and abs(d.centroid_mm[0] - lr_med) <= settings.off_midline_mm]
     merged: list[_Disc] = []
     for d in discs:
         if merged and np.linalg.norm(d.centroid_mm[1:] - merged[-1].centroid_mm[1:]) < settings.merge_mm:
@@ -197,7 +237,7 @@ def _merge_and_filter(discs: list[_Disc], probs: np.ndarray, sp: np.ndarray, set
             ks = np.unique(np.nonzero(m)[0])
             merged[-1] = _Disc(
                 m, c, nrm, merged[-1].size + d.size, float(probs[:, DISC][m].mean()), len(ks),
-                merged[-1].touches_edge or d.touches_edge,
+                merged[-1].touches_edge or d.touches_edge, sp,
             )
         else:
             merged.append(d)
@@ -243,13 +283,19 @@ def assign_levels(
     out = np.zeros(cls.shape, dtype=np.uint8)
     flags: list[str] = []
     discs = find_discs(probs, spacing, settings)
-    # The rudimentary S1-S2 disc inside the sacrum is small: never take it for L5-S1.
-    if len(discs) >= 3:
-        med_all = float(np.median([d.size for d in discs]))
-        while len(discs) >= 3 and discs[-1].size < settings.sacral_remnant_fraction * med_all:
+    # The rudimentary S1-S2 disc inside the sacrum is small and short (anterior-posterior), while a collapsed
+    # L5-S1 loses height but keeps its depth: never take the remnant for L5-S1.
+    while len(discs) >= 3:
+        med_size = float(np.median([d.size for d in discs[:-1]]))
+        med_depth = float(np.median([d.depth_mm for d in discs[:-1]]))
+        low = discs[-1]
+        weak = low.size < settings.uncertain_size_fraction * med_size and low.confidence < settings.uncertain_confidence
+        if low.size < settings.sacral_remnant_fraction * med_size or low.depth_mm < settings.sacral_remnant_depth * med_depth or weak:
             discs = discs[:-1]
             if "small_disc_below_L5-S1_ignored" not in flags:
                 flags.append("small_disc_below_L5-S1_ignored")
+        else:
+            break
     # Bright structures below the column (bowel, bladder, pelvic vessels) can look like a disc. A disc sits
     # on a vertebral body: drop bottom candidates with no bone just above them, or separated from the disc
     # above by much more than one vertebra, before the count starts. Skipped when the network found little
@@ -257,16 +303,16 @@ def assign_levels(
     vert_mask = cls == VERTEBRA
     if len(discs) >= 3:
         support = [_bone_support(d, vert_mask, sp) for d in discs]
-        if float(np.median([min(a, b) for a, b in support])) >= settings.min_bone_support:
-            while len(discs) >= 3:
-                gaps = [np.linalg.norm(discs[i + 1].centroid_mm[1:] - discs[i].centroid_mm[1:]) for i in range(len(discs) - 1)]
-                far = gaps[-1] > settings.gap_factor * float(np.median(gaps[:-1]))
-                if support[-1][0] < settings.min_bone_support or far:
-                    discs, support = discs[:-1], support[:-1]
-                    if "structure_below_spine_ignored" not in flags:
-                        flags.append("structure_below_spine_ignored")
-                else:
-                    break
+        use_support = float(np.median([min(a, b) for a, b in support])) >= settings.min_bone_support
+        while len(discs) >= 3:
+            gaps = [np.linalg.norm(discs[i + 1].centroid_mm[1:] - discs[i].centroid_mm[1:]) for i in range(len(discs) - 1)]
+            far = gaps[-1] > settings.gap_factor * float(np.median(gaps[:-1]))
+            if far or (use_support and support[-1][0] < settings.min_bone_support):
+                discs, support = discs[:-1], support[:-1]
+                if "structure_below_spine_ignored" not in flags:
+                    flags.append("structure_below_spine_ignored")
+            else:
+                break
 
     # ---- vertebral tissue (used for the sacrum test and for naming bodies)
     vert = cls == VERTEBRA
