@@ -52,6 +52,8 @@ class PostprocessSettings:
     #: Components whose left-right centre is further than this (mm) from that of the larger discs are lateral
     #: structures (foramina, psoas), not a disc of the column (3D only).
     off_midline_mm: float = 15.0
+    #: Components larger than this multiple of the median disc are tested for two fused discs (split).
+    split_factor: float = 1.6
     #: Small disc-like components below the lowest full-size disc (the rudimentary S1-S2 disc of the sacrum)
     #: are dropped when smaller than this fraction of the median disc.
     sacral_remnant_fraction: float = 0.25
@@ -164,6 +166,7 @@ def find_discs(probs: np.ndarray, spacing: tuple[float, float, float], settings:
     lab, n = _components(mask, spacing)
     if n == 0:
         return []
+    lab, n = _split_fused(lab, n, voxel, settings)
     sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:] * voxel
     largest = float(sizes.max())
     discs = []
@@ -185,6 +188,47 @@ def find_discs(probs: np.ndarray, spacing: tuple[float, float, float], settings:
         discs.append(_Disc(m, c, nrm, float(size), conf, len(ks), edge, sp))
     discs.sort(key=lambda d: d.centroid_mm[1])
     return _merge_and_filter(discs, probs, sp, settings)
+
+
+def _split_fused(lab: np.ndarray, n: int, voxel: float, settings: PostprocessSettings) -> tuple[np.ndarray, int]:
+    """Split components that are two discs joined by a thin bridge (e.g. through a lateral slice).
+
+    A component much larger than the median disc is eroded (up to 3 times) until it falls apart into two or
+    more substantial pieces; its voxels are then given to the nearest piece. Components that do not fall
+    apart are kept whole (and flagged implausibly_large later).
+    """
+    if n < 3:
+        return lab, n
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:] * voxel
+    real = sizes[sizes >= settings.min_disc_size]
+    if real.size < 3:
+        return lab, n
+    med = float(np.median(real))
+    structure = ndi.generate_binary_structure(lab.ndim, 1)
+    boxes = ndi.find_objects(lab)
+    for i in np.flatnonzero(sizes > settings.split_factor * med) + 1:
+        box = boxes[i - 1]
+        comp = lab[box] == i
+        er = comp
+        for _ in range(3):
+            er = ndi.binary_erosion(er, structure)
+            pl, pn = ndi.label(er, structure)
+            if pn < 2:
+                continue
+            psz = np.bincount(pl.ravel())[1:] * voxel
+            big = np.flatnonzero(psz >= 0.2 * float(sizes[i - 1]) * 0.5) + 1
+            if len(big) >= 2:
+                seeds = np.where(np.isin(pl, big), pl, 0)
+                _, ind = ndi.distance_transform_edt(seeds == 0, return_indices=True)
+                nearest = seeds[tuple(ind)]
+                sub = lab[box]
+                for j, b in enumerate(big):
+                    new_label = i if j == 0 else n + 1
+                    if j:
+                        n += 1
+                    sub[comp & (nearest == b)] = new_label
+                break
+    return lab, n
 
 
 def _bone_support(disc: _Disc, vert: np.ndarray, sp: np.ndarray) -> tuple[float, float]:
