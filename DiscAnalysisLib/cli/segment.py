@@ -23,6 +23,14 @@ def add_parser(sub) -> None:
         help="in-plane pixel size of a bitmap (PNG/BMP store none; without it a 280 mm field of view is assumed "
         "and the result is flagged spacing_assumed)",
     )
+    p.add_argument(
+        "--outline-probability",
+        type=float,
+        default=None,
+        metavar="P",
+        help="disc outlines keep voxels with disc probability >= P (default 0.95, tight like the lumbar_t2_3d "
+        "annotations; 0.5 = the network's argmax, closer to more generous outlines)",
+    )
     p.add_argument("--tta", action="store_true", help="test-time augmentation (intensity variants; ~3x slower)")
     p.set_defaults(handler=run)
 
@@ -33,7 +41,15 @@ def run(args: argparse.Namespace) -> int:
     from .main import progress_callback
 
     image = read_image(args.image, pixel_spacing_mm=args.pixel_spacing_mm if _is_bitmap(args.image) else None)
-    settings = SegmentationSettings(pixel_spacing_mm=args.pixel_spacing_mm, tta=args.tta)
+    from ..errors import InputError
+    from ..segmentation import PostprocessSettings
+
+    post = PostprocessSettings()
+    if args.outline_probability is not None:
+        if not 0.0 < args.outline_probability < 1.0:
+            raise InputError("--outline-probability must be between 0 and 1 (e.g. 0.95 or 0.5).")
+        post = PostprocessSettings(disc_outline_probability=args.outline_probability)
+    settings = SegmentationSettings(pixel_spacing_mm=args.pixel_spacing_mm, tta=args.tta, postprocess=post)
     with progress_callback(args, "segment") as cb:
         result = segment_image(image, settings, cb)
     write_image(result.labels, args.out)

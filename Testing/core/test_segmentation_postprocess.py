@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from DiscAnalysisLib import levels as lv
-from DiscAnalysisLib.segmentation.postprocess import assign_levels
+from DiscAnalysisLib.segmentation.postprocess import PostprocessSettings, assign_levels
 
 
 def spine(n_discs=6, sacrum=True, n_slices=5, rows=260, cols=120, disc_h=8, body_h=26, top=10, ap=(30, 70)):
@@ -147,3 +147,19 @@ def test_two_discs_fused_by_a_thin_bridge_are_split_and_named():
     assert set(np.unique(labels[5, a0:a1, 40:48])) == {lv.DISC_LABELS["L4-L5"]}
     assert set(np.unique(labels[5, b0:b1, 40:48])) == {lv.DISC_LABELS["L5-S1"]}
     assert all(r.found for r in rows if r.level in lv.DISCS)
+
+
+def test_disc_outline_keeps_confident_voxels_but_detection_uses_argmax():
+    cls, disc_rows = spine(n_discs=5)
+    probs = probs_of(cls, p=0.99)
+    y0, y1 = disc_rows[2]
+    probs[:, 1, y0, :] = 0.6  # an uncertain rim row of L3-L4: still disc at the argmax
+    probs[:, 2, y0, :] = 0.2
+    probs[:, 0, y0, :] = 0.2
+    labels, rows, flags = assign_levels(probs, (1.0, 1.0, 1.0))
+    r = rows_by_level(rows)
+    assert not labels[:, y0, 40:60].any()
+    assert (labels[:, y0 + 1 : y1, 40:60] == lv.DISC_LABELS["L3-L4"]).all()
+    assert r["L3-L4"].voxels == int((labels == lv.DISC_LABELS["L3-L4"]).sum())
+    labels05, _, _ = assign_levels(probs, (1.0, 1.0, 1.0), PostprocessSettings(disc_outline_probability=0.5))
+    assert (labels05[:, y0, 40:60] == lv.DISC_LABELS["L3-L4"]).all()
