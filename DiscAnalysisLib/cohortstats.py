@@ -396,7 +396,7 @@ def make_synthetic_cohort(
     "nucleus" ellipsoid, T2 falls by ``effect_ms_per_year`` per year of age and by ``group_effect_ms`` in
     group "case"; elsewhere in the disc T2 depends on neither. Sex and BMI are random covariates without
     effect. T1rho = 1.4 T2 + noise (voxel-wise correlated across subjects). Two timepoints per subject:
-    follow-up T2 is 8 ms lower in the nucleus. For tests and the demo; never evidence about real discs.
+    follow-up T2 is 12 ms lower in the nucleus. For tests and the demo; never evidence about real discs.
     """
     import SimpleITK as sitk
 
@@ -420,7 +420,7 @@ def make_synthetic_cohort(
         for tp in (0, 1):
             base = 100.0 + rng.normal(0, noise_ms, disc.shape)
             shift = effect_ms_per_year * (ages[s] - 40.0) + (group_effect_ms if groups[s] == "case" else 0.0)
-            shift += -8.0 if tp == 1 else 0.0
+            shift += -12.0 if tp == 1 else 0.0
             t2 = np.where(disc, base + np.where(effect, shift, 0.0), 0.0)
             t1rho = np.where(disc, 1.4 * t2 + rng.normal(0, noise_ms, disc.shape), 0.0)
             paths = {}
