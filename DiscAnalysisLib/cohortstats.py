@@ -80,8 +80,9 @@ def _ranges(req: CohortStatsRequest, column: str):
 
 
 def _load_stack(rows: Sequence[CohortRow], column: str, lo, hi):
-    from .image_io import read_image
     import SimpleITK as sitk
+
+    from .image_io import read_image
 
     ref = None
     arrays = []
@@ -139,7 +140,9 @@ def _subject_inputs(cohort: Cohort, rows: list[CohortRow], req: CohortStatsReque
     if dropped:
         notes.append(f"{dropped} row(s) left out for a missing value in the variables used")
     idx = np.flatnonzero(keep)
-    pick = (lambda a: None if a is None else a[idx])
+    def pick(a):
+        return None if a is None else a[idx]
+
     return [rows[i] for i in idx], pick(x), pick(cov), pick(group), notes
 
 

@@ -196,6 +196,16 @@ def _residual_maker(z: np.ndarray) -> np.ndarray:
     return np.eye(z.shape[0]) - q @ q.T
 
 
+def _residualise(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Residuals of ``y`` (n,) or (n, V) after least squares on the columns of ``z`` (n, p):
+    y - Q (Q^T y) with Q an orthonormal basis of z (p matrix products instead of n)."""
+    if z.shape[1] == 1 and np.allclose(z, z[0, 0]):
+        return y - y.mean(axis=0)
+    q, _ = np.linalg.qr(z)
+    q = q[:, : np.linalg.matrix_rank(z)]
+    return y - q @ (q.T @ y)
+
+
 def correct(p: np.ndarray, method: str, alpha: float = 0.05) -> np.ndarray:
     """Corrected p (q) for the finite entries of ``p``: 'fdr' (Benjamini-Hochberg) or 'bonferroni' via
     statsmodels.stats.multitest.multipletests; 'none' returns p. NaN stays NaN."""
@@ -236,11 +246,10 @@ def partial_correlation(
     df = n - 2 - k
     if df < 1:
         raise InputError(f"{n} subjects leave no degrees of freedom for a correlation with {k} covariate(s).")
-    rz = _residual_maker(z)
-    ex = rz @ np.asarray(x, dtype=float)
-    ey = rz @ y
+    ex = _residualise(z, np.asarray(x, dtype=float))
+    ey = _residualise(z, y)
     with np.errstate(divide="ignore", invalid="ignore"):
-        r = (ex @ ey) / (np.linalg.norm(ex) * np.linalg.norm(ey, axis=0))
+        r = (ex @ ey) / (np.sqrt(ex @ ex) * np.sqrt(np.einsum("ij,ij->j", ey, ey)))
     r = np.clip(r, -1.0, 1.0)
     t = t_from_r(r, df)
     return r, t, two_sided_p(t, df), df
@@ -348,34 +357,40 @@ class _Analysis:
             return g.sum() >= 2 and (~g).sum() >= 2
         return True
 
+    def take(self, a, members, cols):
+        """a[members][:, cols] without copying when possible (all members, contiguous columns)."""
+        if isinstance(cols, slice):
+            return a[:, cols] if members.all() else a[members, cols]
+        return a[np.ix_(members, cols)]
+
     # observed statistics for the voxels ``cols`` of a pattern
     def observed(self, members, cols):
         t = self.s.test
-        y = self.y[np.ix_(members, cols)]
+        y = self.take(self.y, members, cols)
         if t in ("pearson", "partial"):
             r, tt, p, df = partial_correlation(y, self.x[members], self.cov[members] if t == "partial" else None)
-            return dict(r=r, t=tt, p=p, df=np.full(cols.size, float(df)))
+            return dict(r=r, t=tt, p=p, df=np.full(_count(cols), float(df)))
         if t in ("welch", "student"):
             tt, p, df, eff = two_sample_t(y, self.group[members], equal_var=(t == "student"))
             return dict(t=tt, p=p, df=df, effect=eff)
-        y2 = self.y2[np.ix_(members, cols)]
+        y2 = self.take(self.y2, members, cols)
         if t == "paired":
             tt, p, df, eff = paired_t(y, y2)
-            return dict(t=tt, p=p, df=np.full(cols.size, float(df)), effect=eff)
+            return dict(t=tt, p=p, df=np.full(_count(cols), float(df)), effect=eff)
         r, tt, p, df = map_correlation(y, y2)
-        return dict(r=r, t=tt, p=p, df=np.full(cols.size, float(df)))
+        return dict(r=r, t=tt, p=p, df=np.full(_count(cols), float(df)))
 
     # max |t| over the voxels ``cols`` of a pattern, for each permutation (B,)
     def null_max(self, members, cols, perms, signs, progress=None) -> np.ndarray:
         test = self.s.test
         nb = perms.shape[0]
         m = int(members.sum())
-        y = self.y[np.ix_(members, cols)]
+        y = self.take(self.y, members, cols)
         out = np.zeros(nb)
         if test == "paired":
-            d = self.y2[np.ix_(members, cols)] - y
+            d = self.take(self.y2, members, cols) - y
             ss = (d * d).sum(0)
-            for sl in _batches(nb, cols.size):
+            for sl in _batches(nb, _count(cols)):
                 mean = (signs[sl][:, members] @ d) / m
                 with np.errstate(divide="ignore", invalid="ignore"):
                     var = (ss - m * mean * mean) / (m - 1)
@@ -387,9 +402,9 @@ class _Analysis:
             z = _design(self.cov[members] if test == "partial" else None, m)
             rz = _residual_maker(z)
             ex = rz @ self.x[members]
-            ey = rz @ y
+            ey = _residualise(z, y)
             with np.errstate(divide="ignore", invalid="ignore"):
-                ey = ey / np.linalg.norm(ey, axis=0)
+                ey = ey / np.sqrt(np.einsum("ij,ij->j", ey, ey))
             ey = np.nan_to_num(ey)
             xp = ex[order]  # (B, m): the orthogonalised variable, permuted
             if test == "partial":
@@ -397,8 +412,9 @@ class _Analysis:
             xp = xp / np.linalg.norm(xp, axis=1, keepdims=True)
             df = m - 2 - (self.k if test == "partial" else 0)
             ey32, xp32 = ey.astype(np.float32), xp.astype(np.float32)
-            for sl in _batches(nb, cols.size):
-                rmax = np.abs(xp32[sl] @ ey32).max(axis=1)
+            for sl in _batches(nb, _count(cols)):
+                rr = xp32[sl] @ ey32
+                rmax = np.maximum(rr.max(axis=1), -rr.min(axis=1))
                 out[sl] = t_from_r(np.minimum(rmax.astype(float), 1.0), df)
             return out
         if test in ("welch", "student"):
@@ -407,7 +423,7 @@ class _Analysis:
             yc = y - y.mean(0)
             tot, tot2 = yc.sum(0), (yc * yc).sum(0)
             gp = g[order].astype(float)  # (B, m) permuted group indicator
-            for sl in _batches(nb, cols.size):
+            for sl in _batches(nb, _count(cols)):
                 s1 = gp[sl] @ yc
                 q1 = gp[sl] @ (yc * yc)
                 s0, q0 = tot - s1, tot2 - q1
@@ -419,7 +435,7 @@ class _Analysis:
             return out
         # map-corr: permute the subjects of the second map relative to the first
         a = y - y.mean(0)
-        b = self.y2[np.ix_(members, cols)]
+        b = self.take(self.y2, members, cols)
         b = b - b.mean(0)
         with np.errstate(divide="ignore", invalid="ignore"):
             a = np.nan_to_num(a / np.linalg.norm(a, axis=0))
@@ -505,7 +521,7 @@ def voxel_test(
         members = patterns[i]
         cols_all = cols_of[i]
         for start in range(0, cols_all.size, chunk):
-            cols = cols_all[start:start + chunk]
+            cols = _as_slice(cols_all[start:start + chunk])
             res = an.observed(members, cols)
             for key in ("t", "p", "df"):
                 out[key][cols] = res[key]
@@ -513,7 +529,7 @@ def voxel_test(
                 r[cols] = res["r"]
             if effect is not None:
                 effect[cols] = res["effect"]
-            done += cols.size
+            done += _count(cols)
             obs_prog.report(done / total, "voxel statistics")
     # constant voxels give NaN statistics: they are not tested
     mask = np.isfinite(out["t"])
@@ -542,7 +558,20 @@ def voxel_test(
     )
 
 
+def _as_slice(cols: np.ndarray):
+    """A slice for a contiguous increasing run of indices (views instead of copies), else the indices."""
+    if cols.size and cols[-1] - cols[0] == cols.size - 1 and (cols.size < 3 or np.all(np.diff(cols) == 1)):
+        return slice(int(cols[0]), int(cols[-1]) + 1)
+    return cols
+
+
+def _count(cols) -> int:
+    return cols.stop - cols.start if isinstance(cols, slice) else int(cols.size)
+
+
 def _columns_by_pattern(inverse: np.ndarray, n_patterns: int) -> list[np.ndarray]:
+    if n_patterns == 1:
+        return [np.arange(inverse.size)]
     order = np.argsort(inverse, kind="stable")
     bounds = np.searchsorted(inverse[order], np.arange(n_patterns + 1))
     return [order[bounds[i]:bounds[i + 1]] for i in range(n_patterns)]
@@ -559,8 +588,8 @@ def _max_null(an: _Analysis, patterns, cols_of, usable, mask, n, s: StatsSetting
     for i in usable:
         cols_all = cols_of[i][mask[cols_of[i]]]
         for start in range(0, cols_all.size, chunk):
-            cols = cols_all[start:start + chunk]
+            cols = _as_slice(cols_all[start:start + chunk])
             max_null = np.maximum(max_null, an.null_max(patterns[i], cols, perms, signs))
-            done += cols.size
+            done += _count(cols)
             prog.report(done / total, f"{s.permutations} permutations")
     return max_null

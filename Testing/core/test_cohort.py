@@ -23,7 +23,7 @@ def _cohort(tmp_path, n=4, **overrides):
         _map(tmp_path / "maps" / f"s{i}_t2.nrrd")
         rows.append({"subject": f"S{i}", "level": "L4-L5", "map_t2": f"maps/s{i}_t2.nrrd", "age": 30 + i,
                      "sex": "FM"[i % 2], "bmi": 22.5})
-    for key, fn in overrides.items():
+    for fn in overrides.values():
         fn(rows)
     return write_cohort_csv(rows, tmp_path / "cohort.csv")
 

@@ -206,11 +206,17 @@ def _parameter_name(widget: ET.Element) -> str | None:
 
 
 # ---------------------------------------------------------------------------------- module and .ui
-def test_there_is_a_module_ui_file():
-    assert [p.name for p in UI_FILES] == ["DiscAnalysis.ui"]
-    code = (MODULE_DIR / "DiscAnalysis.py").read_text()
-    loaded = re.findall(r'resourcePath\(\s*["\']UI/([^"\']+)["\']\s*\)', code)
-    assert loaded == ["DiscAnalysis.ui"], f"DiscAnalysis.py should load UI/DiscAnalysis.ui, loads {loaded}"
+#: The Slicer modules of the folder: every top-level .py (Slicer loads each one as a module).
+MODULE_NAMES = sorted(p.stem for p in MODULE_DIR.glob("*.py"))
+
+
+def test_each_module_has_its_ui_file():
+    assert "DiscAnalysis" in MODULE_NAMES
+    assert sorted(p.stem for p in UI_FILES) == MODULE_NAMES, "one Resources/UI/<Module>.ui per module, and no other"
+    for name in MODULE_NAMES:
+        code = (MODULE_DIR / f"{name}.py").read_text()
+        loaded = re.findall(r'resourcePath\(\s*["\']UI/([^"\']+)["\']\s*\)', code)
+        assert loaded == [f"{name}.ui"], f"{name}.py should load UI/{name}.ui, loads {loaded}"
 
 
 @pytest.mark.parametrize("ui_file", UI_FILES, ids=lambda p: p.name)
@@ -275,13 +281,14 @@ def test_custom_widgets_are_declared(ui_file):
     assert not undeclared, f"classes used without a <customwidget> entry: {undeclared}"
 
 
-def test_module_classes_follow_slicer_naming():
-    tree = ast.parse((MODULE_DIR / "DiscAnalysis.py").read_text())
+@pytest.mark.parametrize("name", MODULE_NAMES)
+def test_module_classes_follow_slicer_naming(name):
+    tree = ast.parse((MODULE_DIR / f"{name}.py").read_text())
     bases = {n.name: {ast.unparse(b) for b in n.bases} for n in tree.body if isinstance(n, ast.ClassDef)}
-    assert "ScriptedLoadableModule" in bases.get("DiscAnalysis", set())
-    assert "ScriptedLoadableModuleWidget" in bases.get("DiscAnalysisWidget", set())
-    assert "ScriptedLoadableModuleLogic" in bases.get("DiscAnalysisLogic", set())
-    assert "ScriptedLoadableModuleTest" in bases.get("DiscAnalysisTest", set())
+    assert "ScriptedLoadableModule" in bases.get(name, set())
+    assert "ScriptedLoadableModuleWidget" in bases.get(f"{name}Widget", set())
+    assert "ScriptedLoadableModuleLogic" in bases.get(f"{name}Logic", set())
+    assert "ScriptedLoadableModuleTest" in bases.get(f"{name}Test", set())
 
 
 def test_only_the_module_layer_imports_qt():
@@ -335,7 +342,8 @@ def test_module_cmake_registers_the_self_test():
     commands, _ = _cmake_commands(MODULE_DIR / "CMakeLists.txt")
     start = commands.index(("if", ["BUILD_TESTING"]))
     block = commands[start + 1 : commands.index(("endif", []), start)]
-    assert ("slicer_add_python_unittest", ["SCRIPT", "DiscAnalysis.py"]) in block
+    for name in MODULE_NAMES:
+        assert ("slicer_add_python_unittest", ["SCRIPT", f"{name}.py"]) in block, f"{name}.py self-test not registered"
 
 
 def test_module_top_level_scripts_are_modules():
