@@ -392,14 +392,15 @@ def make_synthetic_cohort(
     noise_ms: float = 6.0,
     seed: int = 0,
     level: str = "L4-L5",
+    timepoints: int = 2,
 ) -> SyntheticCohort:
     """Write a synthetic cohort of known truth: atlas-space T2 and T1rho maps (NRRD) and its CSV.
 
     The atlas disc is an ellipsoid; outside it maps are 0 (excluded by the inclusion range). In an inner
     "nucleus" ellipsoid, T2 falls by ``effect_ms_per_year`` per year of age and by ``group_effect_ms`` in
     group "case"; elsewhere in the disc T2 depends on neither. Sex and BMI are random covariates without
-    effect. T1rho = 1.4 T2 + noise (voxel-wise correlated across subjects). Two timepoints per subject:
-    follow-up T2 is 12 ms lower in the nucleus. For tests and the demo; never evidence about real discs.
+    effect. T1rho = 1.4 T2 + noise (voxel-wise correlated across subjects). ``timepoints`` 2: a follow-up per
+    subject whose T2 is 12 ms lower in the nucleus (``cohort.csv``; ``cohort_baseline.csv`` has timepoint 0). For tests and the demo; never evidence about real discs.
     """
     import SimpleITK as sitk
 
@@ -420,7 +421,7 @@ def make_synthetic_cohort(
     groups = np.array(["case" if i % 2 else "control" for i in range(n_subjects)])
     rows = []
     for s in range(n_subjects):
-        for tp in (0, 1):
+        for tp in range(timepoints):
             base = 100.0 + rng.normal(0, noise_ms, disc.shape)
             shift = effect_ms_per_year * (ages[s] - 40.0) + (group_effect_ms if groups[s] == "case" else 0.0)
             shift += -12.0 if tp == 1 else 0.0

@@ -49,10 +49,36 @@ def _read_back(ctx: DemoContext, progress: Progress) -> list[str]:
     ]
 
 
+def _cohort_stats(ctx: DemoContext, progress: Progress) -> list[str]:
+    """Voxel-wise partial correlation with age on a small synthetic cohort of atlas-space T2 maps."""
+    from .cohort import load_cohort
+    from .cohortstats import CohortStatsRequest, make_synthetic_cohort, run_cohort_stats
+    from .voxelstats import StatsSettings
+
+    folder = ctx.out_dir / "cohort"
+    progress.report(0.0, "writing a synthetic cohort")
+    synthetic = make_synthetic_cohort(folder, n_subjects=16, size_ijk=(16, 12, 4), seed=ctx.seed,
+                                      timepoints=1)
+    cohort = load_cohort(folder / "cohort_baseline.csv")
+    request = CohortStatsRequest(StatsSettings("partial", "fdr"), variable="age", covariates=("sex", "bmi"),
+                                 maps=("map_t2",))
+    (out,) = run_cohort_stats(cohort, folder / "stats", request, progress=progress.sub(0.3, 1.0))
+    sig = out.result.significant.reshape(synthetic.effect_mask.shape)
+    recovered = float(sig[synthetic.effect_mask].mean())
+    outside = int(sig[synthetic.disc_mask & ~synthetic.effect_mask].sum())
+    return [
+        f"cohort statistics: partial correlation of T2 with age (adjusted for sex, BMI) in {out.summary['n_subjects']} "
+        f"synthetic subjects: {out.summary['n_significant']} of {out.summary['n_voxels_tested']} voxels significant "
+        f"(FDR q < 0.05); planted age-effect region recovered {recovered:.0%}, {outside} voxels outside it; "
+        f"maps in {folder / 'stats'}"
+    ]
+
+
 #: The steps, in order. Later capabilities append theirs (segment, markers, grade, fit, register, report).
 DEMO_STEPS: list[tuple[str, DemoStep]] = [
     ("phantom", _write_phantom),
     ("read back", _read_back),
+    ("cohort statistics", _cohort_stats),
 ]
 
 

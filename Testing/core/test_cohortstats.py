@@ -68,3 +68,13 @@ def test_cli_stats_map_correlation_and_errors(synthetic, tmp_path, capsys):
     assert "both the variable and a covariate" in capsys.readouterr().err
     rc = main(["stats", csv_path, "--out", str(tmp_path), "--test", "welch", "--group", "sex", "--maps", "map_dwi"])
     assert rc == 2 and "map_dwi" in capsys.readouterr().err
+
+
+def test_demo_step_recovers_the_planted_effect(tmp_path):
+    from DiscAnalysisLib.demo import DEMO_STEPS, DemoContext
+    from DiscAnalysisLib.progress import Progress
+
+    step = dict(DEMO_STEPS)["cohort statistics"]
+    (line,) = step(DemoContext(out_dir=tmp_path), Progress())
+    assert "planted age-effect region recovered" in line
+    assert (tmp_path / "cohort" / "stats" / "summary.csv").is_file()
