@@ -21,9 +21,12 @@ Steps, per image:
    ventral-to-dorsal zones. With ``DiscAnalysisLib.markers.compute_markers`` when importable (its zones follow
    the disc's own AP axis); otherwise our minimal version: zones are 5 equal-width bands of the mask's
    horizontal extent along the image's column axis (anterior = left in these images).
-4. Classifiers: random forest (100 trees), gradient boosting and logistic regression, plus two references (a
-   majority-class predictor and logistic regression on the whole-disc mean only), all on the same 10 repeated
-   group-aware 75/25 splits by patient (``DiscAnalysisLib.classify``); test-split metrics only.
+4. Classifiers: random forest (100 trees), gradient boosting and logistic regression, plus references (a
+   majority-class predictor, logistic regression on the whole-disc mean only, and a leakage control: a random
+   forest on the mask geometry alone, area/width/height in pixels), all on the same 10 repeated group-aware
+   75/25 splits by patient (``DiscAnalysisLib.classify``); test-split metrics only. For comparison, the random
+   forest is also scored on random disc-level splits that ignore patients (what a group-unaware evaluation
+   would report).
 
 Usage (from the repository root)::
 
@@ -175,6 +178,10 @@ def markers_for_image(png: Path, boxes: np.ndarray, segment_image, compute_marke
     for level in LEVELS_BOTTOM_UP:
         row = {"level": level, "mask_method": method, "marker_method": marker_method, "reason": reasons.get(level, "")}
         mask = lab == DISC_LABEL[level]
+        if mask.any():
+            rr, cc = np.nonzero(mask)
+            row.update(mask_area_px=int(mask.sum()), mask_width_px=int(cc.max() - cc.min() + 1),
+                       mask_height_px=int(rr.max() - rr.min() + 1), mask_row_px=float(rr.mean()))
         if row["reason"] or mask.sum() < 10:
             row["reason"] = row["reason"] or "disc mask empty or smaller than 10 pixels"
             rows.append(row)
@@ -264,15 +271,18 @@ def main(argv=None) -> int:
     table = classify.load_marker_table(markers_csv, "degenerated", features=MARKERS, group_column="patient",
                                        id_columns=("level",))
     results = []
+    # references: the whole-disc mean alone, and a leakage control: the mask geometry alone (size of the disc
+    # mask; the annotation's box type must not tell the grade through the masks)
+    geometry = ("mask_area_px", "mask_width_px", "mask_height_px")
     runs = [("random_forest", MARKERS), ("gradient_boosting", MARKERS), ("logistic_regression", MARKERS),
-            ("logistic_regression", ("si_mean",))]
+            ("logistic_regression", ("si_mean",)), ("random_forest", geometry)]
     for model, feats in runs:
         settings = classify.ClassifierSettings(model=model, repeats=args.repeats, seed=args.seed)
         sub = table if feats == MARKERS else classify.load_marker_table(
             markers_csv, "degenerated", features=feats, group_column="patient", id_columns=("level",))
         t1 = time.perf_counter()
         ev = classify.evaluate(sub, settings)
-        name = model if feats == MARKERS else f"{model}_si_mean_only"
+        name = model if feats == MARKERS else f"{model}_{'si_mean_only' if feats == ('si_mean',) else 'mask_geometry_only'}"
         s = {"model": name, **{k: v for k, v in ev.summary().items() if k != "model"}, "seconds": time.perf_counter() - t1}
         results.append(s)
         classify.write_rows_csv(list(ev.per_repeat), out / f"per_repeat_{name}.csv")
@@ -285,6 +295,11 @@ def main(argv=None) -> int:
             (out / f"learning_curve_{name}.json").write_text(json.dumps(lc, indent=2))
         log.info("%s: %s", name, {k: round(v, 3) for k, v in s.items() if k.endswith("_mean")})
     results.append({**majority_summary(table, classify.ClassifierSettings(repeats=args.repeats, seed=args.seed))})
+    # what ignoring the patients would report: random 75/25 splits of discs (discs of a patient on both sides)
+    ungrouped = classify.MarkerTable(table.features, table.labels, table.feature_names, None, table.ids,
+                                     table.label_column, None, table.n_dropped, table.source)
+    ev = classify.evaluate(ungrouped, classify.ClassifierSettings(repeats=args.repeats, seed=args.seed))
+    results.append({"model": "random_forest_NOT_group_aware", **{k: v for k, v in ev.summary().items() if k != "model"}})
     info = {
         "n_discs": int(table.labels.size), "n_patients": len(set(table.groups.tolist())), "n_dropped": table.n_dropped,
         "class_counts": {c: int(np.sum(table.labels == c)) for c in table.classes},
