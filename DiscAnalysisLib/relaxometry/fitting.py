@@ -27,8 +27,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -491,9 +491,10 @@ def _fit_chunk(y: np.ndarray, t: np.ndarray, settings: FitSettings, bounds: tupl
         sst[sst < 0] = 0.0
         r2 = np.where(sst > 0, 1.0 - sse / sst, np.nan)
         rmse = np.sqrt(sse / n_valid)
-    out = [s0.astype(np.float32), t_ms.astype(np.float32), r2.astype(np.float32), rmse.astype(np.float32), status]
-    if offset is not None:
-        out.append(offset.astype(np.float32))
+    with np.errstate(over="ignore", invalid="ignore"):  # absurd estimates become +-inf in float32 (flagged)
+        out = [s0.astype(np.float32), t_ms.astype(np.float32), r2.astype(np.float32), rmse.astype(np.float32), status]
+        if offset is not None:
+            out.append(offset.astype(np.float32))
     return out
 
 
