@@ -289,8 +289,8 @@ def _as_mask(mask, shape: tuple[int, ...], reference: sitk.Image | None) -> np.n
         arr = np.asarray(mask)
     if tuple(arr.shape) != tuple(shape):
         raise InputError(f"The mask has shape {tuple(arr.shape)} but the series volumes have {tuple(shape)}.")
-    flat = np.ravel(arr) != 0
-    if not flat.any():
+    flat = np.ravel(arr)  # a view for contiguous input: tested for != 0 range by range, not copied whole
+    if not np.any(flat):
         raise InputError("The mask is empty (no non-zero voxel): nothing to fit. Check the labelmap or drop the mask.")
     return flat
 
@@ -341,39 +341,48 @@ def fit_relaxation(
     per_voxel_bytes = 8 * (10 * n_t + 30)
     chunk = int(settings.memory_budget_mb * 1e6 / n_threads / per_voxel_bytes)
     chunk = max(1024, min(chunk, 32768))
-    index = None if mask_flat is None else np.flatnonzero(mask_flat)
-    total = n_vox if index is None else index.size
     prog = Progress.wrap(progress)
     prog.report(0.0, f"fitting {kind_name}")
     t_col = t_sorted[:, None]
 
-    def work(start: int) -> int:
-        stop = min(total, start + chunk)
-        sel = slice(start, stop) if index is None else index[start:stop]
-        y = np.empty((n_t, stop - start), np.float64)
+    def chunks():
+        """Voxel selections of at most ``chunk`` voxels: slices, or masked indices found range by range
+        (so that no whole-volume index array is ever built)."""
+        if mask_flat is None:
+            for start in range(0, n_vox, chunk):
+                yield slice(start, min(n_vox, start + chunk))
+            return
+        span = 16 * chunk
+        for start in range(0, n_vox, span):
+            idx = np.flatnonzero(mask_flat[start:start + span]) + start
+            for k in range(0, idx.size, chunk):
+                yield idx[k:k + chunk]
+
+    def work(sel) -> int:
+        count = sel.stop - sel.start if isinstance(sel, slice) else sel.size
+        y = np.empty((n_t, count), np.float64)
         for i, f in enumerate(flats):
             y[i] = f[sel]
         res = _fit_chunk(y, t_col, settings, bounds)
         s0[sel], tm[sel], r2[sel], rmse[sel], status[sel] = res[0], res[1], res[2], res[3], res[4]
         if off is not None:
             off[sel] = res[5]
-        return stop - start
+        return count
 
-    starts = range(0, total, chunk)
+    total = n_vox if mask_flat is None else int(np.count_nonzero(mask_flat))
     done = 0
     with _single_threaded_blas():
-        if n_threads == 1 or len(starts) == 1:
-            for st in starts:
-                done += work(st)
+        if n_threads == 1 or total <= chunk:
+            for sel in chunks():
+                done += work(sel)
                 prog.report(done / max(total, 1), f"fitting {kind_name}")
         else:
             with ThreadPoolExecutor(max_workers=n_threads) as pool:
-                # Submit a bounded window of chunks so that cancellation (an exception from the progress
-                # callback) stops the work soon and memory stays within the budget.
+                # A bounded window of chunks in flight: memory stays within the budget and a cancellation
+                # (an exception raised by the progress callback) stops the work soon.
                 pending = []
-                it = iter(starts)
-                for st in it:
-                    pending.append(pool.submit(work, st))
+                for sel in chunks():
+                    pending.append(pool.submit(work, sel))
                     if len(pending) >= 2 * n_threads:
                         done += pending.pop(0).result()
                         prog.report(done / max(total, 1), f"fitting {kind_name}")
