@@ -49,10 +49,17 @@ def _read_back(ctx: DemoContext, progress: Progress) -> list[str]:
     ]
 
 
+def _fit_relaxometry(ctx: DemoContext, progress: Progress) -> list[str]:
+    from .relaxometry.pipeline import demo_step
+
+    return demo_step(ctx, progress)
+
+
 #: The steps, in order. Later capabilities append theirs (segment, markers, grade, fit, register, report).
 DEMO_STEPS: list[tuple[str, DemoStep]] = [
     ("phantom", _write_phantom),
     ("read back", _read_back),
+    ("fit T2/T1rho", _fit_relaxometry),
 ]
 
 
