@@ -137,9 +137,7 @@ def brain(root: Path) -> None:
         late, _ = _timed_fit(series[15:], te[15:], mask)
         both = ok & (early.status == FitStatus.FITTED) & (late.status == FitStatus.FITTED)
         ratio = late.t_ms[both] / early.t_ms[both]
-        from scipy.stats import spearmanr
-
-        from scipy.stats import mannwhitneyu
+        from scipy.stats import mannwhitneyu, spearmanr
 
         rho = spearmanr(chi2[both], ratio).statistic
         c = chi2[both]
