@@ -13,8 +13,8 @@ How it is computed (no per-voxel Python loop):
 2. **Levenberg-Marquardt** on the linear-scale sum of squares (what ``scipy.optimize.curve_fit`` minimises),
    parameterised by ``(S0, R = 1/T[, C])``; the 2 x 2 (3 x 3) damped normal equations of every voxel are
    solved analytically (Cramer's rule) in one numpy expression, with a damping factor per voxel
-   (x0.1 after a step that lowered the cost, x10 after one that did not). A voxel stops when its
-   undamped Gauss-Newton step changes every parameter by less than ``settings.tolerance`` (relative);
+   (x0.1 after a step that lowered the cost, x10 after one that did not). A voxel stops when a lightly
+   damped (~Gauss-Newton) step changes every parameter by less than ``settings.tolerance`` (relative);
    finished voxels are dropped from the working arrays.
 3. Voxels are processed in chunks sized from ``settings.memory_budget_mb`` so that the working memory
    stays bounded whatever the volume size (inputs are read through views, outputs are float32).
@@ -617,18 +617,17 @@ def _levenberg_marquardt(y, w, t, a, r, settings: FitSettings, work: np.ndarray 
                 h13, h23 = one @ P, -a * (t1 @ P)
                 np.multiply(W, RES, out=P)
                 g3 = one @ P
-            gn = _solve3(h11, h12, h13, h22, h23, h33, g1, g2, g3)
             da, dr, dc = _solve3(h11 * f, h12, h13, h22 * f, h23, h33 * f, g1, g2, g3)
         else:
-            gn = _solve2(h11, h12, h22, g1, g2)
             da, dr = _solve2(h11 * f, h12, h22 * f, g1, g2)
             dc = None
 
-        # Converged when the undamped (Gauss-Newton) step is negligible for every parameter.
+        # Converged when the step is negligible for every parameter while the damping is light (the step
+        # is then the Gauss-Newton step to within lam; a heavily damped step is small for another reason).
         scale_a = np.abs(a) + tiny
-        small = (np.abs(gn[0]) <= tol * scale_a) & (np.abs(gn[1]) <= tol * (np.abs(r) + tiny))
+        small = (np.abs(da) <= tol * scale_a) & (np.abs(dr) <= tol * (np.abs(r) + tiny)) & (lam <= 1e-2)
         if offset:
-            small &= np.abs(gn[2]) <= tol * (scale_a + np.abs(c))
+            small &= np.abs(dc) <= tol * (scale_a + np.abs(c))
 
         a1 = a + da
         r1 = r + dr
