@@ -25,7 +25,15 @@ import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from DiscAnalysisLib.relaxometry import FitSettings, FitStatus, crlb_t_ms, fit_relaxation, load_series  # noqa: E402
+from DiscAnalysisLib.relaxometry import (  # noqa: E402
+    FitSettings,
+    FitStatus,
+    crlb_t_ms,
+    fit_relaxation,
+    load_series,
+    noise_sigma_from_background,
+    reduced_chi_square,
+)
 
 TE_PROSTATE_MS = 26.4 + 13.2 * np.arange(10)
 TE_MAX_MS = float(TE_PROSTATE_MS[-1])
@@ -126,12 +134,11 @@ def brain(root: Path) -> None:
     bg = ~mask
     bg_vals = series[-1][bg]
     bg_vals = bg_vals[bg_vals < np.percentile(bg_vals, 50)]
-    sigma = float(np.mean(bg_vals) / np.sqrt(np.pi / 2))
+    sigma = noise_sigma_from_background(bg_vals)
     for first in (0, 1):
         fit, secs = _timed_fit(series[first:], te[first:], mask)
         ok = mask & (fit.status == FitStatus.FITTED)
-        n = te.size - first
-        chi2 = (fit.rmse.astype(np.float64) ** 2 * n) / ((n - 2) * sigma**2)  # reduced chi-square
+        chi2 = reduced_chi_square(fit, sigma)
         # An independent multi-exponential signature: T2 from the early echoes (<= 80 ms) vs late (>= 160 ms).
         early, _ = _timed_fit(series[first:8], te[first:8], mask)
         late, _ = _timed_fit(series[15:], te[15:], mask)

@@ -16,6 +16,8 @@ from .fitting import (
     RelaxationFit,
     crlb_t_ms,
     fit_relaxation,
+    noise_sigma_from_background,
+    reduced_chi_square,
     validate_times,
 )
 from .pipeline import DISPLAY_RANGE_MS, RelaxometryResult, run_relaxometry, write_outputs
@@ -40,6 +42,8 @@ __all__ = [
     "disc_zones",
     "fit_relaxation",
     "load_series",
+    "noise_sigma_from_background",
+    "reduced_chi_square",
     "resample_labels_to",
     "run_relaxometry",
     "split_4d",

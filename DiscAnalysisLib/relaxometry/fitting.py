@@ -728,3 +728,30 @@ def crlb_t_ms(s0: float, t_ms: float, times_ms: Sequence[float], sigma: float) -
     i11, i12, i22 = (j1 @ j1), (j1 @ j2), (j2 @ j2)
     det = i11 * i22 - i12 * i12
     return float(math.sqrt(sigma**2 * i11 / det))
+
+
+def reduced_chi_square(fit: RelaxationFit, noise_sigma: float) -> np.ndarray:
+    """``SSE / ((N - p) sigma^2)`` per voxel (float32, NaN where there is no fit).
+
+    About 1 where the mono-exponential model explains the data down to the noise; well above 1 for
+    multi-exponential decay, motion or stimulated echoes (see the brain check in docs/validation.md).
+    Assumes every time point was valid (a voxel with missing points gets a slightly low value).
+    ``noise_sigma``: standard deviation of the noise, e.g. from :func:`noise_sigma_from_background`.
+    """
+    if not noise_sigma > 0:
+        raise InputError(f"noise_sigma must be > 0; got {noise_sigma}.")
+    n = len(fit.times_ms)
+    dof = n - fit.settings.n_parameters
+    if dof < 1:
+        raise InputError(f"{n} time points leave no degree of freedom for a goodness-of-fit test.")
+    rmse = fit.rmse.astype(np.float64)
+    return (rmse * rmse * n / (dof * noise_sigma**2)).astype(np.float32)
+
+
+def noise_sigma_from_background(values: np.ndarray) -> float:
+    """Noise sigma from magnitude-image background voxels (Rayleigh: mean = sigma * sqrt(pi / 2))."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0 or not np.any(v > 0):
+        raise InputError("No non-zero background values to estimate the noise from (zero-filled background?).")
+    return float(v.mean() / math.sqrt(math.pi / 2))

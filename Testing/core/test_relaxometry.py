@@ -356,3 +356,20 @@ def test_run_relaxometry_on_phantom_matches_truth():
     inside = (lab >= 120) & (fit.status == FitStatus.FITTED)
     np.testing.assert_allclose(fit.t_ms[inside], truth[inside], rtol=1e-3)
     assert all(r.n_included > 0 for r in result.disc_rows())
+
+
+def test_reduced_chi_square_flags_a_bi_exponential_voxel():
+    from DiscAnalysisLib.relaxometry import noise_sigma_from_background, reduced_chi_square
+
+    rng = np.random.default_rng(9)
+    te = 10.0 * np.arange(1, 33)
+    mono = 1000 * np.exp(-te / 80)
+    bi = 300 * np.exp(-te / 15) + 700 * np.exp(-te / 90)
+    sigma = 5.0
+    y = np.stack([mono, bi], axis=1)[:, :, None] + rng.normal(0, sigma, (32, 2, 2000))
+    fit = fit_relaxation(y, te)
+    chi2 = reduced_chi_square(fit, sigma)
+    assert 0.8 < np.median(chi2[0]) < 1.2
+    assert np.median(chi2[1]) > 5 and np.all(fit.status[1] == FitStatus.FITTED)
+    background = np.hypot(rng.normal(0, 3.0, 20000), rng.normal(0, 3.0, 20000))
+    assert abs(noise_sigma_from_background(background) - 3.0) < 0.1
