@@ -1,6 +1,6 @@
 """Real-data validation of the relaxometry fit (issue 3): reproduces the numbers in docs/validation.md.
 
-    python scripts/validate_relaxometry.py [--data ../shared/data/relaxometry]
+    python scripts/validate_relaxometry.py [--data ../shared/data/relaxometry] [--only prostate|brain|knee]
 
 Sets (see ../shared/data/README.md):
 * prostate_t2_10echo (patbolan/t2mapdemo): in-vivo 10-echo prostate slice vs that project's non-linear
@@ -16,6 +16,7 @@ Sets (see ../shared/data/README.md):
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -203,7 +204,9 @@ def knee(root: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared/data/relaxometry")
+    default = Path(os.environ.get("DISCANALYSIS_DATA", Path(__file__).resolve().parents[1].parent / "shared/data"))
+    ap.add_argument("--data", type=Path, default=default / "relaxometry",
+                    help="the relaxometry data folder (default $DISCANALYSIS_DATA/relaxometry or ../shared/data/relaxometry)")
     ap.add_argument("--only", choices=("prostate", "brain", "knee"), action="append")
     args = ap.parse_args()
     if not args.data.exists():

@@ -158,9 +158,12 @@ def demo_step(ctx, progress: Progress) -> list[str]:
                 continue
             inc = ((lab == levels.label_of(row.level)) & (fit.status == 0) & (fit.t_ms <= max_t)
                    & (fit.r2 >= row.min_r2))
+            zones = [z for z in result.summaries if z.level == row.level and z.zone > 0]
+            zone_text = "/".join("-" if not z.n_included else f"{z.median_ms:.0f}" for z in zones)
             lines.append(
                 f"  {row.level}: median {fit.kind} {row.median_ms:6.1f} ms (truth {float(np.median(truth[inc])):6.1f}), "
-                f"IQR {row.iqr_ms:5.1f} ms, {row.n_included}/{row.n_voxels} voxels included"
+                f"IQR {row.iqr_ms:5.1f} ms, {row.n_included}/{row.n_voxels} voxels included; "
+                f"zones ventral->dorsal {zone_text} ms"
             )
     return lines
 
