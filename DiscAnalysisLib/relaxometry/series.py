@@ -146,6 +146,12 @@ def _read_single(p: Path) -> tuple[list[sitk.Image], list[float] | None, list[st
             if series[0].is_multi_echo:
                 images, times = image_io.read_dicom_echoes_files(series[0], p)
                 return list(images), [float(t) for t in times], [f"{p} (EchoTime {t:g} ms)" for t in times]
+            by_number = _group_by_echo_number(series[0].files)
+            if by_number is not None:
+                images = [image_io._read_series_files(files, p) for files in by_number.values()]
+                echo_times = [image_io.times_ms(im) for im in images]
+                header = [float(t[0]) for t in echo_times] if all(t and len(t) == 1 for t in echo_times) else None
+                return images, header, [f"{p} (EchoNumbers {n})" for n in by_number]
             return [image_io.read_image(p)], None, [str(p)]
         files = sorted(f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES))
         if not files:
@@ -160,6 +166,37 @@ def _read_single(p: Path) -> tuple[list[sitk.Image], list[float] | None, list[st
     stored = image_io.times_ms(image)
     header = list(stored) if stored is not None and len(stored) == len(volumes) else None
     return volumes, header, [f"{p} (volume {i + 1})" for i in range(len(volumes))]
+
+
+_TAG_ECHO_NUMBERS = "0018|0086"
+
+
+def _group_by_echo_number(files: Sequence[str]) -> dict[int, list[str]] | None:
+    """Files of one DICOM series grouped by EchoNumbers, for series whose echoes share (or lack) an
+    EchoTime; None when there is a single EchoNumbers value. Unequal group sizes are an InputError."""
+    reader = sitk.ImageFileReader()
+    groups: dict[int, list[str]] = {}
+    for f in files:
+        reader.SetFileName(f)
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            continue
+        if not reader.HasMetaDataKey(_TAG_ECHO_NUMBERS):
+            return None
+        try:
+            number = int(float(reader.GetMetaData(_TAG_ECHO_NUMBERS).strip().split("\\")[0]))
+        except ValueError:
+            return None
+        groups.setdefault(number, []).append(f)  # keeps GDCM's spatial order within each echo
+    if len(groups) < 2:
+        return None
+    if len({len(v) for v in groups.values()}) != 1:
+        raise InputError(
+            "The echoes of the DICOM series have different numbers of slices "
+            f"({', '.join(f'echo {k}: {len(v)}' for k, v in sorted(groups.items()))}); the series is incomplete."
+        )
+    return dict(sorted(groups.items()))
 
 
 def _read_many(paths: Sequence[Path]) -> tuple[list[sitk.Image], list[float] | None, list[str]]:

@@ -373,3 +373,41 @@ def test_reduced_chi_square_flags_a_bi_exponential_voxel():
     assert np.median(chi2[1]) > 5 and np.all(fit.status[1] == FitStatus.FITTED)
     background = np.hypot(rng.normal(0, 3.0, 20000), rng.normal(0, 3.0, 20000))
     assert abs(noise_sigma_from_background(background) - 3.0) < 0.1
+
+
+def _write_dicom_series(folder, echo_times_ms=None, n_echoes=2, n_slices=3):
+    """One DICOM series with n_echoes x n_slices files (EchoNumbers always, EchoTime when given)."""
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for e in range(n_echoes):
+        for z in range(n_slices):
+            im = sitk.GetImageFromArray(np.full((1, 8, 8), 1000 * 0.6**e + z, np.int16))
+            im.SetSpacing((1.0, 1.0, 2.0))
+            tags = {"0008|0060": "MR", "0020|000e": "1.2.826.0.1.3680043.2.1125.9.1", "0020|000d": "1.2.826.0.1.3680043.2.1125.9",
+                    "0008|0018": f"1.2.826.0.1.3680043.2.1125.9.2.{e}.{z}", "0020|0032": f"0\\0\\{2.0 * z}",
+                    "0020|0037": "1\\0\\0\\0\\1\\0", "0018|0086": str(e + 1), "0020|0013": str(e * n_slices + z + 1),
+                    "0028|0030": "1\\1"}
+            if echo_times_ms is not None:
+                tags["0018|0081"] = f"{echo_times_ms[e]:g}"
+            for k, v in tags.items():
+                im.SetMetaData(k, v)
+            writer.SetFileName(str(folder / f"im{e}_{z}.dcm"))
+            writer.Execute(im)
+
+
+def test_dicom_multi_echo_by_echo_time_and_by_echo_numbers(tmp_path):
+    by_time = tmp_path / "by_time"
+    by_time.mkdir()
+    _write_dicom_series(by_time, echo_times_ms=[12.5, 25.0])
+    s = load_series(by_time)
+    assert s.times_ms == (12.5, 25.0) and s.times_source == "header"
+    assert s.images[0].GetSize() == (8, 8, 3)
+    by_number = tmp_path / "by_number"
+    by_number.mkdir()
+    _write_dicom_series(by_number, echo_times_ms=None)
+    with pytest.raises(InputError, match="--times-ms"):
+        load_series(by_number)
+    s = load_series(by_number, [10, 20])
+    assert s.times_source == "user" and len(s.images) == 2
+    fit = fit_relaxation(list(s.images), s.times_ms)
+    assert np.allclose(fit.t_ms[0, 0, 0], 10 / np.log(1000 / 600), rtol=1e-3)
