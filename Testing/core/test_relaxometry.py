@@ -411,3 +411,37 @@ def test_dicom_multi_echo_by_echo_time_and_by_echo_numbers(tmp_path):
     assert s.times_source == "user" and len(s.images) == 2
     fit = fit_relaxation(list(s.images), s.times_ms)
     assert np.allclose(fit.t_ms[0, 0, 0], 10 / np.log(1000 / 600), rtol=1e-3)
+
+
+def test_summary_exclusion_reasons_are_counted_in_order():
+    from DiscAnalysisLib.relaxometry import RelaxationFit
+
+    n = 12
+    labels = np.full((1, 1, n), 124, np.uint8)
+    status = np.array([0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 0], np.uint8)
+    t = np.array([50, 60, 70, 300, 5, 80, np.nan, np.nan, 10, 9000, 40, 90], np.float32)
+    r2 = np.array([0.99, 0.98, 0.97, 0.99, 0.99, 0.2, np.nan, np.nan, 0.1, 0.9, 0.5, 0.95], np.float32)
+    fit = RelaxationFit("T2", (10.0, 20.0), np.ones((1, 1, n), np.float32), t.reshape(1, 1, n),
+                        r2.reshape(1, 1, n), np.zeros((1, 1, n), np.float32), status.reshape(1, 1, n))
+    row = summarize_discs(fit, labels, SummarySettings(min_t_ms=10.0))[4 * 6]
+    assert row.level == "L5-S1" and row.zone == 0 and row.n_voxels == n
+    assert (row.n_excluded_masked, row.n_excluded_too_few_points, row.n_excluded_not_decaying,
+            row.n_excluded_out_of_bounds, row.n_excluded_not_converged) == (1, 1, 1, 1, 1)
+    assert (row.n_excluded_above_max, row.n_excluded_below_min, row.n_excluded_low_r2) == (1, 1, 1)
+    assert row.n_included == 4 and row.n_included + row.n_excluded == n
+    assert row.median_ms == pytest.approx(65.0) and row.mean_ms == pytest.approx(67.5)
+    assert row.iqr_ms == pytest.approx(np.percentile([50, 60, 70, 90], 75) - np.percentile([50, 60, 70, 90], 25))
+
+
+def test_t1rho_headers_with_one_readout_te_need_and_accept_user_times(tmp_path):
+    paths = []
+    for n, tsl in enumerate((1.0, 10.0, 30.0, 60.0), start=1):
+        im = sitk.GetImageFromArray(np.full((2, 3, 4), 1000 * np.exp(-tsl / 45), np.float32))
+        im.SetMetaData(image_io.TIMES_KEY, "12")  # the readout TE, the same for every volume
+        paths.append(image_io.write_image(im, tmp_path / f"tsl_{n}.nrrd"))
+    with pytest.raises(InputError, match="same or repeated"):
+        load_series(paths, kind="t1rho")
+    s = load_series(paths, [1, 10, 30, 60], kind="t1rho")
+    assert s.times_source == "user"
+    fit = run_relaxometry(s, kind="t1rho").fit
+    assert fit.kind == "T1rho" and np.allclose(fit.t_ms, 45.0, rtol=1e-4)
