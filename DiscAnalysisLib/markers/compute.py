@@ -91,8 +91,12 @@ class DiscMarkers:
     delta_si_population: PopulationMarker = field(default_factory=PopulationMarker)
     reference_group: str | None = None
 
-    def to_row(self, n_zones: int = 5) -> dict:
-        """One flat row (column -> value, None for empty); columns are documented in :mod:`.columns`."""
+    def to_row(self, n_zones: int = 5, map_names: tuple[str, ...] | None = None) -> dict:
+        """One flat row (column -> value, None for empty); columns are documented in :mod:`.columns`.
+
+        ``map_names`` lists the relaxation maps of the run, so that a level without values (a missing
+        disc) still has their columns.
+        """
         row = {k: getattr(self, k) for k in (
             "level", "status", "reason", "mid_slice", "n_central_slices", "orientation_source", "ap_tilt_deg",
             "ap_diameter_mm", "dh_mm", "center_height_mm", "hdr", "upper_vb_height_mm", "lower_vb_height_mm",
@@ -101,7 +105,9 @@ class DiscMarkers:
         for k in range(n_zones):
             row[f"si_z{k + 1}_mean"] = self.si_zone_mean[k] if k < len(self.si_zone_mean) else None
             row[f"si_z{k + 1}_sd"] = self.si_zone_sd[k] if k < len(self.si_zone_sd) else None
-        for name, whole, zones in self.map_means:
+        have = {name: (whole, zones) for name, whole, zones in self.map_means}
+        for name in (tuple(have) if map_names is None else map_names):
+            whole, zones = have.get(name, (None, ()))
             row[f"{name}_mean"] = whole
             for k in range(n_zones):
                 row[f"{name}_z{k + 1}_mean"] = zones[k] if k < len(zones) else None
@@ -124,7 +130,7 @@ class MarkerReport:
     spacing_known: bool = True
 
     def rows(self) -> list[dict]:
-        return [m.to_row(self.settings.n_zones) for m in self.levels]
+        return [m.to_row(self.settings.n_zones, self.map_names) for m in self.levels]
 
     def column_docs(self) -> dict[str, tuple[str, str]]:
         """{column: (unit, definition)} for :meth:`rows`."""
