@@ -11,8 +11,6 @@ import re
 from collections.abc import Iterable, Mapping
 
 _MID = "on the disc's mid-sagittal slice"
-_BQ = ("compared with the BianqueNet population (1,051 adults, Zheng et al. 2022) of the same level, sex and "
-       "age band (see reference_group); ")
 
 #: Fixed columns: name -> (unit, definition).
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -42,7 +40,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
                      "DHI is 0.8 x this"),
     "area_mm2": ("mm^2", f"disc area (pixel count x pixel area) {_MID}"),
     "volume_mm3": ("mm^3", "disc volume (voxel count x voxel volume) over the whole stack; empty for a single slice"),
-    "delta_si": ("a.u. (CSF = 255)", "BianqueNet signal intensity difference: |first - second histogram peak| of the "
+    "delta_si": ("a.u. (CSF = 255)", "BianqueNet signal intensity difference: absolute difference of the first and second "
+                                     "histogram peaks of the "
                                      f"disc's pixel values {_MID}, x 255 / most frequent CSF value (reference tissue "
                                      "CSF, label 61); see markers.signal"),
     "delta_si_quantisation": ("", "grey levels of the ΔSI histogram: the image's own 8-bit levels, or levels with "
@@ -56,17 +55,20 @@ COLUMNS: dict[str, tuple[str, str]] = {
                             "(or all ages) and its size n"),
 }
 
-_POP = {
-    "percentile": ("%", "percentile rank of the value in the reference group, interpolated between the shipped "
-                        "percentiles 2.5, 5, 10, 25, 50, 75, 90, 95, 97.5 and clipped to 2.5..97.5"),
-    "z": ("SD", "(value - group mean) / group SD"),
-    "flag": ("", "low / normal / high: below the 2.5th, within, or above the 97.5th percentile of the group"),
-}
-_POP_MARKER_NOTE = {
-    "dhi": "of 0.8 x dhi (BianqueNet's DHI convention) ",
-    "hdr": "of 0.8 x hdr (BianqueNet's HDR convention) ",
-    "delta_si": "of delta_si ",
-}
+_POP_VALUE = {"dhi": "0.8 x dhi (BianqueNet's DHI convention)", "hdr": "0.8 x hdr (BianqueNet's HDR convention)",
+              "delta_si": "delta_si"}
+
+
+def _pop_doc(marker: str, kind: str) -> tuple[str, str]:
+    value = _POP_VALUE[marker]
+    if kind == "percentile":
+        return "%", (f"percentile rank of {value} in the reference group (reference_group), interpolated between "
+                     "the shipped percentiles 2.5, 5, 10, 25, 50, 75, 90, 95, 97.5 and clipped to 2.5..97.5")
+    if kind == "z":
+        return "SD", f"({value} - reference group mean) / reference group SD"
+    return "", (f"low / normal / high: {value} below the 2.5th, within, or above the 97.5th percentile of the "
+                "reference group")
+
 
 _ZONE_RE = re.compile(r"^si_z(\d+)_(mean|sd)$")
 _POP_RE = re.compile(r"^(dhi|hdr|delta_si)_(percentile|z|flag)$")
@@ -84,8 +86,7 @@ def column_doc(name: str, map_names: Iterable[str] = ()) -> tuple[str, str]:
                                "sagittal slices (zones: markers.geometry.ventral_dorsal_zones)")
     m = _POP_RE.match(name)
     if m:
-        unit, text = _POP[m.group(2)]
-        return unit, text.replace("the value", "the value " + _POP_MARKER_NOTE[m.group(1)]).strip()
+        return _pop_doc(m.group(1), m.group(2))
     for map_name in sorted(map_names, key=len, reverse=True):
         if name.startswith(map_name + "_"):
             rest = name[len(map_name) + 1:]
