@@ -30,7 +30,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "dh_mm": ("mm", "average disc height: area of the disc within the central 80 % of its AP diameter (band "
                     "perpendicular to the AP axis) divided by the band's width (0.8 x ap_diameter_mm), "
                     f"{_MID}. BianqueNet and radiospineomics report 0.8 x this value (central area / full diameter)"),
-    "center_height_mm": ("mm", f"disc height along the cranio-caudal axis through the middle of the AP diameter, {_MID}"),
+    "center_height_mm": ("mm", "disc height at its centre: mean height over the central 10 % of the AP diameter (same band "
+                               f"rule as dh_mm), {_MID}"),
     "hdr": ("ratio", "height-to-diameter ratio dh_mm / ap_diameter_mm (BianqueNet's HDR/DWR is 0.8 x this)"),
     "upper_vb_height_mm": ("mm", "height of the vertebral body above the disc: its area divided by its width along "
                                  f"the disc's AP axis through the body's centroid, {_MID}"),

@@ -23,6 +23,10 @@ from .signal import delta_si, mean_sd
 
 log = logging.getLogger(__name__)
 
+#: The disc's centre height is its mean height over this central fraction of the AP diameter (a single
+#: chord would be pixel-limited: +/- 1 pixel).
+CENTRE_FRACTION = 0.1
+
 
 @dataclass(frozen=True)
 class MarkerSettings:
@@ -102,6 +106,7 @@ class DiscMarkers:
             "ap_diameter_mm", "dh_mm", "center_height_mm", "hdr", "upper_vb_height_mm", "lower_vb_height_mm",
             "dhi", "area_mm2", "volume_mm3", "delta_si", "delta_si_quantisation", "signal_grade", "si_mean",
             "si_sd")}
+        row["reason"] = self.reason or None  # empty cell, not "", in every output format
         for k in range(n_zones):
             row[f"si_z{k + 1}_mean"] = self.si_zone_mean[k] if k < len(self.si_zone_mean) else None
             row[f"si_z{k + 1}_sd"] = self.si_zone_sd[k] if k < len(self.si_zone_sd) else None
@@ -252,12 +257,13 @@ def _one_level(level, img, lab, csf_all, map_arrays, frame: geo.SagittalFrame, s
     t_mid = 0.5 * (c[0] + c[1])
     sub = geo.supersampled_points(d2, sp, settings.supersampling)
     t = (sub - axes.centroid) @ axes.ap
-    half = 0.5 * settings.band_fraction * diameter
-    band_area = np.count_nonzero(np.abs(t - t_mid) <= half) * frame.pixel_area / settings.supersampling**2
-    dh = band_area / (settings.band_fraction * diameter)
-    centre = axes.centroid + t_mid * axes.ap
-    ch = geo.chord(d2, sp, centre, axes.si)
-    center_height = (ch[1] - ch[0]) if ch is not None else None
+    def band_height(fraction: float) -> float:
+        """Disc area within the central ``fraction`` of the AP diameter / the band's width."""
+        inside = np.abs(t - t_mid) <= 0.5 * fraction * diameter
+        return np.count_nonzero(inside) * frame.pixel_area / settings.supersampling**2 / (fraction * diameter)
+
+    dh = band_height(settings.band_fraction)
+    center_height = band_height(CENTRE_FRACTION)
     hdr = dh / diameter
 
     upper, lower = levels.disc_neighbours(level)
@@ -328,7 +334,7 @@ def _one_level(level, img, lab, csf_all, map_arrays, frame: geo.SagittalFrame, s
         ap_tilt_deg=axes.tilt_deg(frame),
         ap_diameter_mm=float(diameter),
         dh_mm=float(dh),
-        center_height_mm=None if center_height is None else float(center_height),
+        center_height_mm=float(center_height),
         hdr=float(hdr),
         upper_vb_height_mm=hv[upper],
         lower_vb_height_mm=hv[lower],
