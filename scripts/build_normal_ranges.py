@@ -3,7 +3,7 @@
 
 Source: ``bianquenet/baseline_range`` of the shared data (the ``input/baseline_range`` folder of
 github.com/no-saint-no-angel/BianqueNet; Zheng et al., "Deep learning approach for evaluating lumbar
-intervertebral disc degeneration", Nat Commun 2022;13:841, preprint CC-BY-4.0). Per-disc values of
+intervertebral disc degeneration", Nat Commun 2022, doi:10.1038/s41467-022-28387-5, preprint CC-BY-4.0). Per-disc values of
 1,051 adults from four Chinese hospitals.
 
 Inputs and what we verified about them (the script re-checks each point and stops if it fails):

@@ -28,7 +28,7 @@ mid-sagittal axis, shared by all slices of the disc); the zone interval runs fro
 ventral edge to the most dorsal pixel's dorsal edge (pixel centre -/+ half the pixel's extent along the
 axis) and is cut into ``n`` equal lengths; zone 1 is the most ventral, zone ``n`` the most dorsal; a pixel
 belongs to the zone containing its centre. Each slice is divided over its own AP extent (the lateral
-slices of a disc are shorter), following Lagerstrand et al. / Waldenberg et al.'s "5 equally large
+slices of a disc are shorter), following Lagerstrand et al.'s "5 equally large
 sub-regions in the ventral-dorsal direction" (fissure paper, Methods).
 """
 

@@ -1,7 +1,7 @@
 """Population normal ranges (BianqueNet) and the signal-based grade.
 
 The tables in ``Resources/NormalRanges`` are built by ``scripts/build_normal_ranges.py`` from the
-BianqueNet population data (Zheng et al., Nat Commun 2022;13:841; 1,051 adults, four Chinese hospitals)
+BianqueNet population data (Zheng et al., Nat Commun 2022, doi:10.1038/s41467-022-28387-5; 1,051 adults, four Chinese hospitals)
 and are checked against the SHA-256 below before they are read.
 
 Conventions
