@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
@@ -228,6 +228,74 @@ def compute_markers(
     return MarkerReport(tuple(results), settings, tuple(maps), frame.spacing_known)
 
 
+def _disc_heights(d2: np.ndarray, frame: geo.SagittalFrame, axes: geo.Axes2D, settings: MarkerSettings
+                  ) -> tuple[float, float, float]:
+    """AP diameter, mean height over the central ``band_fraction`` and over the central 10 % (mm or px)."""
+    sp = frame.spacing_rc_mm
+    c0, c1 = geo.chord(d2, sp, axes.centroid, axes.ap)
+    diameter = c1 - c0
+    t_mid = 0.5 * (c0 + c1)
+    t = (geo.supersampled_points(d2, sp, settings.supersampling) - axes.centroid) @ axes.ap
+    sample_area = frame.pixel_area / settings.supersampling**2
+
+    def band_height(fraction: float) -> float:
+        inside = np.abs(t - t_mid) <= 0.5 * fraction * diameter
+        return np.count_nonzero(inside) * sample_area / (fraction * diameter)
+
+    return float(diameter), float(band_height(settings.band_fraction)), float(band_height(CENTRE_FRACTION))
+
+
+def _disc_height_index(level: str, dh: float, lab: np.ndarray, lab2: np.ndarray, frame: geo.SagittalFrame,
+                       axes: geo.Axes2D, reasons: list[str]) -> tuple[float | None, dict[str, float | None]]:
+    """DHI and the adjacent body heights; L5-S1 uses L5 only (BianqueNet)."""
+    upper, lower = levels.disc_neighbours(level)
+    hv = {v: _vb_height(lab2, levels.label_of(v), frame, axes) for v in (upper, lower)}
+    needed = (upper,) if level == "L5-S1" else (upper, lower)
+    missing = [v for v in needed if hv[v] is None]
+    if not missing:
+        return dh / float(np.mean([hv[v] for v in needed])), hv
+    where = []
+    for v in missing:
+        lv = levels.label_of(v)
+        place = "not on the disc's mid-sagittal slice" if (lab == lv).any() else "not in the labelmap"
+        where.append(f"vertebral body {v} (label {lv}) {place}")
+    reasons.append("dhi: " + ", ".join(where))
+    return None, hv
+
+
+def _signal_difference(disc_values: np.ndarray, csf_values: np.ndarray, is_uint8: bool, reasons: list[str]):
+    """(ΔSI, quantisation, signal grade) or Nones with a reason."""
+    if csf_values.size == 0:
+        reasons.append(f"delta_si: no CSF (label {levels.CSF_LABEL}) as reference tissue")
+        return None, None, None
+    try:
+        res = delta_si(disc_values, csf_values, is_uint8=is_uint8)
+    except ValueError as exc:
+        reasons.append(f"delta_si: {exc}")
+        return None, None, None
+    return res.delta_si, res.quantisation, nr.signal_grade(res.delta_si)
+
+
+def _regional(disc, img, map_arrays, frame: geo.SagittalFrame, axes: geo.Axes2D, slices: list[int], n_zones: int):
+    """Whole-disc and per-zone (mean, SD) of the image, and per-zone means of each map, over ``slices``."""
+    whole, zone = [], [[] for _ in range(n_zones)]
+    m_whole = {n: [] for n in map_arrays}
+    m_zone = {n: [[] for _ in range(n_zones)] for n in map_arrays}
+    for i in slices:
+        m = frame.slice(disc, i)
+        zones = geo.zones_in_slice(m, frame.spacing_rc_mm, axes.ap, n_zones)
+        for values, w, z in [(frame.slice(img, i), whole, zone)] + [
+                (frame.slice(a, i), m_whole[n], m_zone[n]) for n, a in map_arrays.items()]:
+            w.append(values[m])
+            for k in range(n_zones):
+                z[k].append(values[zones == k + 1])
+    si = mean_sd(np.concatenate(whole))
+    zstats = [mean_sd(np.concatenate(v)) for v in zone]
+    maps = tuple((n, mean_sd(np.concatenate(m_whole[n]))[0], tuple(mean_sd(np.concatenate(z))[0] for z in m_zone[n]))
+                 for n in map_arrays)
+    return si, zstats, maps
+
+
 def _one_level(level, img, lab, csf_all, map_arrays, frame: geo.SagittalFrame, settings: MarkerSettings,
                is_uint8: bool) -> DiscMarkers:
     label = levels.label_of(level)
@@ -240,130 +308,77 @@ def _one_level(level, img, lab, csf_all, map_arrays, frame: geo.SagittalFrame, s
     if d2.sum() < 3:
         return DiscMarkers(level, "missing", f"disc {level} has fewer than 3 pixels on its mid-sagittal slice")
     reasons: list[str] = []
-    sp = frame.spacing_rc_mm
     lab2 = frame.slice(lab, mid)
     csf2 = lab2 == levels.CSF_LABEL
 
-    orientation = frame.orientation_source
-    hint = None
+    # The disc's own axes; a 2D slice takes its dorsal side from the CSF when there is some.
+    orientation, hint = frame.orientation_source, None
     if frame.slice_axis is None and csf2.any():
-        hint = geo.slice_points(csf2, sp).mean(axis=0)
+        hint = geo.slice_points(csf2, frame.spacing_rc_mm).mean(axis=0)
         orientation = geo.ORIENT_CSF
-    axes = geo.principal_axes(geo.slice_points(d2, sp), frame, hint)
+    axes = geo.principal_axes(geo.slice_points(d2, frame.spacing_rc_mm), frame, hint)
 
-    # --- geometry on the mid-sagittal slice (lengths in mm, or in pixels when the spacing is unknown)
-    c = geo.chord(d2, sp, axes.centroid, axes.ap)
-    diameter = c[1] - c[0]
-    t_mid = 0.5 * (c[0] + c[1])
-    sub = geo.supersampled_points(d2, sp, settings.supersampling)
-    t = (sub - axes.centroid) @ axes.ap
-    def band_height(fraction: float) -> float:
-        """Disc area within the central ``fraction`` of the AP diameter / the band's width."""
-        inside = np.abs(t - t_mid) <= 0.5 * fraction * diameter
-        return np.count_nonzero(inside) * frame.pixel_area / settings.supersampling**2 / (fraction * diameter)
-
-    dh = band_height(settings.band_fraction)
-    center_height = band_height(CENTRE_FRACTION)
-    hdr = dh / diameter
-
+    # Geometry on the mid-sagittal slice (mm; pixels when the spacing is unknown, then only ratios are kept).
+    diameter, dh, center_height = _disc_heights(d2, frame, axes, settings)
+    dhi, hv = _disc_height_index(level, dh, lab, lab2, frame, axes, reasons)
     upper, lower = levels.disc_neighbours(level)
-    hv = {}
-    for v in (upper, lower):
-        hv[v] = _vb_height(lab2, levels.label_of(v), frame, axes)
-    needed = (upper,) if level == "L5-S1" else (upper, lower)
-    missing = [v for v in needed if hv[v] is None]
-    if missing:
-        dhi = None
-        reasons.append("dhi: vertebral bod" + ("y " if len(missing) == 1 else "ies ") + ", ".join(
-            f"{v} (label {levels.label_of(v)})" for v in missing) + " not on the disc's mid-sagittal slice")
-    else:
-        dhi = dh / float(np.mean([hv[v] for v in needed]))
-
-    area = float(d2_all.sum() * frame.pixel_area)
     volume = None
     if frame.slice_axis is not None and frame.n_slices > 1:
         volume = float(disc.sum() * frame.pixel_area * frame.slice_thickness_mm)
     else:
         reasons.append("volume_mm3: single slice")
 
-    # --- ΔSI (BianqueNet) on the mid-sagittal slice, CSF of the same slice (else of the whole image)
-    dsi = dsi_quant = grade = None
-    csf_values = img[csf_all] if not csf2.any() else frame.slice(img, mid)[csf2]
-    if csf_values.size == 0:
-        reasons.append(f"delta_si: no CSF (label {levels.CSF_LABEL}) as reference tissue")
-    else:
-        try:
-            res = delta_si(frame.slice(img, mid)[d2_all], csf_values, is_uint8=is_uint8)
-            dsi, dsi_quant = res.delta_si, res.quantisation
-            grade = nr.signal_grade(dsi)
-        except ValueError as exc:
-            reasons.append(f"delta_si: {exc}")
+    # ΔSI on the mid-sagittal slice against the CSF of that slice (else of the whole image).
+    mid_img = frame.slice(img, mid)
+    csf_values = mid_img[csf2] if csf2.any() else img[csf_all]
+    dsi, dsi_quant, grade = _signal_difference(mid_img[d2_all], csf_values, is_uint8, reasons)
 
-    # --- regional markers over the central slices
+    # Regional markers over the central slices.
     slices = geo.central_slice_indices(disc, frame, mid, settings.n_central_slices)
-    whole_vals, zone_vals = [], [[] for _ in range(settings.n_zones)]
-    map_whole = {n: [] for n in map_arrays}
-    map_zone = {n: [[] for _ in range(settings.n_zones)] for n in map_arrays}
-    for i in slices:
-        m = frame.slice(disc, i)
-        zones = geo.zones_in_slice(m, sp, axes.ap, settings.n_zones)
-        vals = frame.slice(img, i)
-        whole_vals.append(vals[m])
-        for k in range(settings.n_zones):
-            zone_vals[k].append(vals[zones == k + 1])
-        for n, arr in map_arrays.items():
-            mv = frame.slice(arr, i)
-            map_whole[n].append(mv[m])
-            for k in range(settings.n_zones):
-                map_zone[n][k].append(mv[zones == k + 1])
-    si_mean, si_sd = mean_sd(np.concatenate(whole_vals))
-    zstats = [mean_sd(np.concatenate(v)) for v in zone_vals]
-    map_means = tuple(
-        (n, mean_sd(np.concatenate(map_whole[n]))[0], tuple(mean_sd(np.concatenate(z))[0] for z in map_zone[n]))
-        for n in map_arrays
-    )
+    (si_mean, si_sd), zstats, map_means = _regional(disc, img, map_arrays, frame, axes, slices, settings.n_zones)
 
-    if not frame.spacing_known:
+    lengths_known = frame.spacing_known
+    if not lengths_known:
         reasons.append("lengths, area, volume: pixel spacing unknown (give --pixel-spacing-mm); ratios only")
 
-    result = DiscMarkers(
+    def length(x):
+        return float(x) if (x is not None and lengths_known) else None
+
+    # Population comparison in BianqueNet's conventions (see normal_ranges).
+    f = nr.BIANQUENET_HEIGHT_FACTOR
+    dhi_pop, g1 = _population(dhi, "dhi_bianquenet", level, settings, f)
+    hdr_pop, g2 = _population(dh / diameter, "hdr_bianquenet", level, settings, f)
+    dsi_pop, g3 = _population(dsi, "delta_si", level, settings)
+    groups = [f"{name}: {g.label}" for name, g in (("dhi/hdr", g1 or g2), ("delta_si", g3)) if g is not None]
+    status = "ok" if all(r.startswith("volume_mm3: single") for r in reasons) else "partial"
+
+    return DiscMarkers(
         level=level,
+        status=status,
+        reason="; ".join(reasons),
         mid_slice=int(mid),
         n_central_slices=len(slices),
         orientation_source=orientation,
         ap_tilt_deg=axes.tilt_deg(frame),
-        ap_diameter_mm=float(diameter),
-        dh_mm=float(dh),
-        center_height_mm=float(center_height),
-        hdr=float(hdr),
-        upper_vb_height_mm=hv[upper],
-        lower_vb_height_mm=hv[lower],
+        ap_diameter_mm=length(diameter),
+        dh_mm=length(dh),
+        center_height_mm=length(center_height),
+        hdr=float(dh / diameter),
+        upper_vb_height_mm=length(hv[upper]),
+        lower_vb_height_mm=length(hv[lower]),
         dhi=None if dhi is None else float(dhi),
-        area_mm2=area,
-        volume_mm3=volume,
+        area_mm2=length(d2_all.sum() * frame.pixel_area),
+        volume_mm3=length(volume),
         delta_si=dsi,
         delta_si_quantisation=dsi_quant,
         signal_grade=grade,
         si_mean=si_mean,
         si_sd=si_sd,
-        si_zone_mean=tuple(s[0] for s in zstats),
-        si_zone_sd=tuple(s[1] for s in zstats),
+        si_zone_mean=tuple(z[0] for z in zstats),
+        si_zone_sd=tuple(z[1] for z in zstats),
         map_means=map_means,
+        dhi_population=dhi_pop,
+        hdr_population=hdr_pop,
+        delta_si_population=dsi_pop,
+        reference_group="; ".join(groups) or None,
     )
-    if not frame.spacing_known:
-        result = replace(result, ap_diameter_mm=None, dh_mm=None, center_height_mm=None, upper_vb_height_mm=None,
-                         lower_vb_height_mm=None, area_mm2=None, volume_mm3=None)
-
-    # --- population comparison (BianqueNet conventions, see normal_ranges)
-    f = nr.BIANQUENET_HEIGHT_FACTOR
-    dhi_pop, g1 = _population(result.dhi, "dhi_bianquenet", level, settings, f)
-    hdr_pop, g2 = _population(result.hdr, "hdr_bianquenet", level, settings, f)
-    dsi_pop, g3 = _population(result.delta_si, "delta_si", level, settings)
-    groups = []
-    for name, g in (("dhi/hdr", g1 or g2), ("delta_si", g3)):
-        if g is not None:
-            groups.append(f"{name}: {g.label}")
-    status = "ok" if not [r for r in reasons if not r.startswith("volume_mm3: single")] else "partial"
-    return replace(result, status=status, reason="; ".join(reasons), dhi_population=dhi_pop, hdr_population=hdr_pop,
-                   delta_si_population=dsi_pop, reference_group="; ".join(groups) or None)
-

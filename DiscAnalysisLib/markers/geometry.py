@@ -273,15 +273,16 @@ def central_slice_indices(mask: np.ndarray, frame: SagittalFrame, mid: int, n: i
     return [i for i in wanted if 0 <= i < counts.size and counts[i] > 0]
 
 
-def ventral_dorsal_zones(mask: sitk.Image, n_zones: int = 5, *, dorsal_point_mm: np.ndarray | None = None) -> sitk.Image:
+def ventral_dorsal_zones(mask: sitk.Image, n_zones: int = 5, *, csf: sitk.Image | None = None) -> sitk.Image:
     """Label the disc ``mask`` (non-zero voxels) with ventral->dorsal zones 1..n_zones (0 outside).
 
     Works on a 2D slice or a 3D sagittal stack and returns a UInt8 image on the same grid. Zones are
     defined per sagittal slice along the disc's own AP axis (principal axis of its mid-sagittal slice),
     each slice's AP extent cut into ``n_zones`` equal lengths (see the module docstring for the exact
-    rule). ``dorsal_point_mm`` (mid-sagittal slice row/col coordinates, mm) fixes the dorsal side for 2D
-    images, e.g. the CSF centroid; 3D images use their direction matrix. This is the shared definition for
-    regional markers and relaxometry zone summaries.
+    rule). 3D images take ventral/dorsal from their direction matrix; a 2D slice from ``csf`` (a mask on
+    the same grid, e.g. ``labels == 61``: the spinal canal is dorsal) when given and non-empty on that
+    slice, else from the display convention (columns anterior -> posterior). This is the one definition
+    used by the regional markers (``compute_markers``) and the relaxometry zone summaries.
     """
     if n_zones < 1:
         raise InputError(f"n_zones must be at least 1; got {n_zones}.")
@@ -292,8 +293,14 @@ def ventral_dorsal_zones(mask: sitk.Image, n_zones: int = 5, *, dorsal_point_mm:
     if mid is not None:
         mid_mask = largest_component(frame.slice(arr, mid))
         pts = slice_points(mid_mask, frame.spacing_rc_mm)
+        hint = None
+        if csf is not None and frame.slice_axis is None:
+            check_same_grid(mask, csf, what="CSF mask")
+            csf_mid = sitk.GetArrayViewFromImage(csf) != 0
+            if csf_mid.any():
+                hint = slice_points(csf_mid, frame.spacing_rc_mm).mean(axis=0)
         if len(pts) >= 3:
-            axes = principal_axes(pts, frame, dorsal_point_mm)
+            axes = principal_axes(pts, frame, hint)
             for i in range(frame.n_slices):
                 z = zones_in_slice(frame.slice(arr, i), frame.spacing_rc_mm, axes.ap, n_zones)
                 if frame.slice_axis is None:

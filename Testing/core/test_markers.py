@@ -174,6 +174,11 @@ def test_zone_order_uses_csf_for_a_mirrored_2d_slice():
     assert m.orientation_source == geo.ORIENT_CSF
     assert m.si_zone_mean[0] > m.si_zone_mean[-1]  # zone 1 (ventral) is at the high columns
     assert m.si_zone_mean[0] == pytest.approx(cols.max() - 7.5, abs=0.6)
+    # the public zone function agrees when given the CSF, and follows the 2D convention without it
+    disc = sitk.BinaryThreshold(lab, DISC, DISC, 1, 0)
+    z_csf = sitk.GetArrayFromImage(ventral_dorsal_zones(disc, csf=sitk.BinaryThreshold(lab, CSF, CSF, 1, 0)))
+    z_conv = sitk.GetArrayFromImage(ventral_dorsal_zones(disc))
+    assert z_csf[:, cols.max()].max() == 1 and z_conv[:, cols.max()].max() == 5
 
 
 @pytest.mark.parametrize("posterior_sign", [1.0, -1.0])
@@ -198,7 +203,7 @@ def test_regional_markers_are_zone_statistics():
     sc = scene("ellipse", 12.0)
     im, lab = sc.images()
     disc = sitk.BinaryThreshold(lab, DISC, DISC, 1, 0)
-    zones = sitk.GetArrayFromImage(ventral_dorsal_zones(disc, dorsal_point_mm=None))
+    zones = sitk.GetArrayFromImage(ventral_dorsal_zones(disc))
     rng = np.random.default_rng(3)
     arr = np.where(zones > 0, zones * 10.0 + rng.normal(0, 1 + zones, zones.shape), 5.0).astype(np.float64)
     img = sitk.GetImageFromArray(arr)
