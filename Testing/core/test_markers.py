@@ -297,3 +297,11 @@ def test_bad_settings_and_inputs():
     prob.CopyInformation(lab)
     with pytest.raises(InputError, match="non-integer"):
         compute_markers(im, prob)
+
+
+def test_docs_list_every_fixed_column(repo_root):
+    from DiscAnalysisLib.markers.columns import COLUMNS
+
+    text = (repo_root / "docs" / "markers.md").read_text()
+    missing = [c for c in COLUMNS if f"`{c}`" not in text]
+    assert not missing, f"docs/markers.md does not document columns {missing}"
