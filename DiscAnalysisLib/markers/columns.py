@@ -52,8 +52,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
                                   "grades 5-8; above the grade-1 mean -> 1, below the grade-5 mean -> 5"),
     "si_mean": ("image units", "mean signal of the disc over its central sagittal slices (regional marker 1)"),
     "si_sd": ("image units", "standard deviation (N-1) of the disc's signal over its central slices (marker 2)"),
-    "reference_group": ("", "BianqueNet population cell used for percentiles: level, sex (F, M or all), age band "
-                            "(or all ages) and its size n"),
+    "reference_group": ("", "BianqueNet population cells used for the percentiles (dhi/hdr and delta_si): level, "
+                            "sex (F, M or both sexes), age band (or all ages) and size n"),
 }
 
 _POP_VALUE = {"dhi": "0.8 x dhi (BianqueNet's DHI convention)", "hdr": "0.8 x hdr (BianqueNet's HDR convention)",

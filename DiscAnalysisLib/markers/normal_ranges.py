@@ -62,7 +62,8 @@ class RangeRow:
     @property
     def label(self) -> str:
         ages = "all ages" if self.age_band == "all" else f"{self.age_band} y"
-        return f"{self.level} {self.sex} {ages} (n={self.n})"
+        sex = "both sexes" if self.sex == "all" else self.sex
+        return f"{self.level} {sex} {ages} (n={self.n})"
 
 
 @dataclass(frozen=True)
