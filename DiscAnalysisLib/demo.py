@@ -49,6 +49,12 @@ def _read_back(ctx: DemoContext, progress: Progress) -> list[str]:
     ]
 
 
+def _markers(ctx: DemoContext, progress: Progress) -> list[str]:
+    from .markers.demo_step import markers_demo_step
+
+    return markers_demo_step(ctx, progress)
+
+
 def _fit_relaxometry(ctx: DemoContext, progress: Progress) -> list[str]:
     from .relaxometry.pipeline import demo_step
 
@@ -59,6 +65,7 @@ def _fit_relaxometry(ctx: DemoContext, progress: Progress) -> list[str]:
 DEMO_STEPS: list[tuple[str, DemoStep]] = [
     ("phantom", _write_phantom),
     ("read back", _read_back),
+    ("markers", _markers),
     ("fit T2/T1rho", _fit_relaxometry),
 ]
 
