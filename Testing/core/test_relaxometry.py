@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import locale
 import tracemalloc
 
 import numpy as np
@@ -376,7 +377,19 @@ def test_reduced_chi_square_flags_a_bi_exponential_voxel():
 
 
 def _write_dicom_series(folder, echo_times_ms=None, n_echoes=2, n_slices=3):
-    """One DICOM series with n_echoes x n_slices files (EchoNumbers always, EchoTime when given)."""
+    """One DICOM series with n_echoes x n_slices files (EchoNumbers always, EchoTime when given).
+
+    GDCM's DICOM writer switches the process's C locale to "C" (ASCII); it is restored afterwards so
+    that later tests' default text encoding stays UTF-8.
+    """
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_dicom_files(folder, echo_times_ms, n_echoes, n_slices)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_dicom_files(folder, echo_times_ms, n_echoes, n_slices):
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for e in range(n_echoes):
