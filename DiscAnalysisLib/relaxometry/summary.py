@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -89,11 +89,14 @@ def summarize_discs(
     settings: SummarySettings = SummarySettings(),
     *,
     disc_levels: Sequence[str] = levels.DISCS,
+    zone_function: Callable[..., np.ndarray] = disc_zones,
 ) -> list[RegionSummary]:
     """One whole-disc row plus ``n_zones`` zone rows per disc level, in level order.
 
     ``labels``: labelmap in the DiscAnalysis (SPINEPS) convention, as an array of the fit's shape or a
     SimpleITK image on the fit's grid (see :func:`~.series.resample_labels_to` for other grids).
+    ``zone_function(disc_mask, spacing, direction, n_zones) -> zone array (0, 1..n_zones)`` defines the
+    zones (default :func:`~.zones.disc_zones`); pass another to share one definition with other modules.
     """
     arr = sitk.GetArrayViewFromImage(labels) if isinstance(labels, sitk.Image) else np.asarray(labels)
     if tuple(arr.shape) != fit.shape:
@@ -108,7 +111,7 @@ def summarize_discs(
         if not disc.any():
             rows.extend(_empty_rows(name, fit.kind, settings, max_t, "disc not in the labelmap"))
             continue
-        zones = disc_zones(disc, fit.spacing, fit.direction, settings.n_zones)
+        zones = np.asarray(zone_function(disc, fit.spacing, fit.direction, settings.n_zones))
         rows.append(_summarise(name, 0, "disc", fit, disc, settings, max_t))
         for z in range(1, settings.n_zones + 1):
             rows.append(_summarise(name, z, _zone_name(z, settings.n_zones), fit, zones == z, settings, max_t))

@@ -458,3 +458,19 @@ def test_t1rho_headers_with_one_readout_te_need_and_accept_user_times(tmp_path):
     assert s.times_source == "user"
     fit = run_relaxometry(s, kind="t1rho").fit
     assert fit.kind == "T1rho" and np.allclose(fit.t_ms, 45.0, rtol=1e-4)
+
+
+def test_summaries_accept_another_zone_definition():
+    fit, labels = _labelled_fit()
+    calls = []
+
+    def halves(mask, spacing, direction, n_zones):
+        calls.append(n_zones)
+        z = np.zeros(mask.shape, np.uint8)
+        z[..., :25][mask[..., :25]] = 1
+        z[..., 25:][mask[..., 25:]] = 2
+        return z
+
+    rows = summarize_discs(fit, labels, SummarySettings(n_zones=2), zone_function=halves)
+    l45 = [r for r in rows if r.level == "L4-L5"]
+    assert calls == [2] and [r.n_voxels for r in l45] == [300, 150, 150]
