@@ -40,6 +40,10 @@ class RelaxometryResult:
         """The whole-disc rows only."""
         return [r for r in self.summaries if r.zone == 0]
 
+    def rows(self) -> list[dict]:
+        """Every summary row as a dict (the columns of the per-disc CSV), e.g. for an MRML table node."""
+        return [r.to_row() for r in self.summaries]
+
 
 def run_relaxometry(
     series: RelaxationSeries | Sequence[sitk.Image],
