@@ -22,7 +22,7 @@ import SimpleITK as sitk
 from .. import levels
 from ..errors import InputError
 from .fitting import FitStatus, RelaxationFit
-from .zones import ZONE_NAMES_5, disc_zones
+from .zones import ZONE_NAMES_5, marker_zones
 
 #: Default upper thresholds (ms) per kind, from the paper (data set A for T1rho, data set B for T2).
 DEFAULT_MAX_T_MS: dict[str, float] = {"T2": 150.0, "T1rho": 250.0}
@@ -89,14 +89,15 @@ def summarize_discs(
     settings: SummarySettings = SummarySettings(),
     *,
     disc_levels: Sequence[str] = levels.DISCS,
-    zone_function: Callable[..., np.ndarray] = disc_zones,
+    zone_function: Callable[..., np.ndarray] = marker_zones,
 ) -> list[RegionSummary]:
     """One whole-disc row plus ``n_zones`` zone rows per disc level, in level order.
 
     ``labels``: labelmap in the DiscAnalysis (SPINEPS) convention, as an array of the fit's shape or a
     SimpleITK image on the fit's grid (see :func:`~.series.resample_labels_to` for other grids).
     ``zone_function(disc_mask, spacing, direction, n_zones) -> zone array (0, 1..n_zones)`` defines the
-    zones (default :func:`~.zones.disc_zones`); pass another to share one definition with other modules.
+    zones (default :func:`~.zones.marker_zones`, the regional markers' definition; :func:`~.zones.disc_zones`
+    cuts the whole disc's 3D extent instead).
     """
     arr = sitk.GetArrayViewFromImage(labels) if isinstance(labels, sitk.Image) else np.asarray(labels)
     if tuple(arr.shape) != fit.shape:

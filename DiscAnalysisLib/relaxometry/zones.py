@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import SimpleITK as sitk
 
 ZONE_NAMES_5 = ("ventral", "ventral-mid", "mid", "dorsal-mid", "dorsal")
 
@@ -89,3 +90,24 @@ def disc_zones(
         z = np.clip(z, 0, n_zones - 1)
     zones[mask] = (z + 1).astype(np.uint8)  # np.argwhere and boolean indexing share C order
     return zones
+
+
+def marker_zones(
+    mask: np.ndarray,
+    spacing: Sequence[float] | None = None,
+    direction: Sequence[float] | None = None,
+    n_zones: int = 5,
+) -> np.ndarray:
+    """The regional markers' zones (:func:`DiscAnalysisLib.markers.geometry.ventral_dorsal_zones`) for a mask
+    array in SimpleITK (k, j, i) order: each sagittal slice's extent along the disc's own AP axis cut into
+    ``n_zones`` equal lengths. This is the default of the relaxometry summaries, so that a zone means the same
+    thing in the T2/T1rho summaries and in the 12 regional markers.
+    """
+    from ..markers.geometry import ventral_dorsal_zones
+
+    image = sitk.GetImageFromArray(np.asarray(mask, dtype=np.uint8))
+    if spacing is not None:
+        image.SetSpacing(tuple(float(s) for s in spacing))
+    if direction is not None:
+        image.SetDirection(tuple(float(d) for d in direction))
+    return sitk.GetArrayFromImage(ventral_dorsal_zones(image, n_zones))
