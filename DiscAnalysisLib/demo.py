@@ -49,6 +49,18 @@ def _read_back(ctx: DemoContext, progress: Progress) -> list[str]:
     ]
 
 
+def _markers(ctx: DemoContext, progress: Progress) -> list[str]:
+    from .markers.demo_step import markers_demo_step
+
+    return markers_demo_step(ctx, progress)
+
+
+def _fit_relaxometry(ctx: DemoContext, progress: Progress) -> list[str]:
+    from .relaxometry.pipeline import demo_step
+
+    return demo_step(ctx, progress)
+
+
 def _cohort_stats(ctx: DemoContext, progress: Progress) -> list[str]:
     """Voxel-wise partial correlation with age on a small synthetic cohort of atlas-space T2 maps."""
     from .cohort import load_cohort
@@ -78,6 +90,8 @@ def _cohort_stats(ctx: DemoContext, progress: Progress) -> list[str]:
 DEMO_STEPS: list[tuple[str, DemoStep]] = [
     ("phantom", _write_phantom),
     ("read back", _read_back),
+    ("markers", _markers),
+    ("fit T2/T1rho", _fit_relaxometry),
     ("cohort statistics", _cohort_stats),
 ]
 
