@@ -238,7 +238,8 @@ class DiscCohortLogic(ScriptedLoadableModuleLogic):
         """Run the analysis in this process (batch use and the self-test) and load its results."""
         from DiscAnalysisLib.cli.main import main
 
-        code = main([a for a in self.commandArguments(p) if a not in ("--progress", "lines")])
+        args = self.commandArguments(p)
+        code = main(["--progress", "none", *args[2:]])  # drop the child process's "--progress lines"
         if code != 0:
             raise RuntimeError(f"discanalysis stats failed with exit code {code}")
         return self.loadResults(p)
