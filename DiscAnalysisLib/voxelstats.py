@@ -418,20 +418,41 @@ class _Analysis:
                 out[sl] = t_from_r(np.minimum(rmax.astype(float), 1.0), df)
             return out
         if test in ("welch", "student"):
+            # With y centred per voxel, the group-0 sum is minus the group-1 sum s1, so every statistic is a
+            # function of s1 = g' y and q1 = g' y^2 (one or two matrix products per batch of permutations).
             g = self.group[members]
             n1, n0 = int(g.sum()), int((~g).sum())
+            c = 1.0 / n1 + 1.0 / n0
             yc = y - y.mean(0)
-            tot, tot2 = yc.sum(0), (yc * yc).sum(0)
-            gp = g[order].astype(float)  # (B, m) permuted group indicator
+            tot2 = np.einsum("ij,ij->j", yc, yc)
+            gp = g[order].astype(np.float32)  # (B, m) permuted group indicator
+            if test == "student":
+                # pooled: t = u sqrt(c (m - 2) / (1 - c u^2)) with u = s1 / sqrt(tot2): monotone in |u|
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    yn = np.nan_to_num(yc / np.sqrt(tot2)).astype(np.float32)
+                for sl in _batches(nb, _count(cols)):
+                    uu = gp[sl] @ yn
+                    u = np.maximum(uu.max(axis=1), -uu.min(axis=1)).astype(float)
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        out[sl] = u * np.sqrt(c * (m - 2) / np.maximum(1.0 - c * u * u, 1e-300))
+                return out
+            yc32, yc2 = yc.astype(np.float32), (yc * yc).astype(np.float32)
+            tot2 = tot2.astype(np.float32)
             for sl in _batches(nb, _count(cols)):
-                s1 = gp[sl] @ yc
-                q1 = gp[sl] @ (yc * yc)
-                s0, q0 = tot - s1, tot2 - q1
-                m1, m0 = s1 / n1, s0 / n0
-                v1 = np.maximum(q1 - n1 * m1 * m1, 0.0) / (n1 - 1)
-                v0 = np.maximum(q0 - n0 * m0 * m0, 0.0) / (n0 - 1)
-                tt, _ = _t_from_moments(m1 - m0, v1, v0, n1, n0, test == "student")
-                out[sl] = np.nanmax(np.abs(tt), axis=1, initial=0.0)
+                s1 = gp[sl] @ yc32
+                q1 = gp[sl] @ yc2
+                a = s1 * s1
+                # v1/n1 + v0/n0, in place: (q1 - a/n1)/((n1-1) n1) + (tot2 - q1 - a/n0)/((n0-1) n0)
+                den = np.subtract(tot2, q1)
+                den -= a / n0
+                den *= 1.0 / ((n0 - 1) * n0)
+                q1 -= a / n1
+                q1 *= 1.0 / ((n1 - 1) * n1)
+                den += q1
+                np.maximum(den, 1e-30, out=den)
+                a *= c * c
+                a /= den  # t^2
+                out[sl] = np.sqrt(a.max(axis=1).astype(float))
             return out
         # map-corr: permute the subjects of the second map relative to the first
         a = y - y.mean(0)

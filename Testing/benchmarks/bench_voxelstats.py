@@ -60,7 +60,8 @@ def main() -> int:
         t, cpu, res = _best(lambda s=s, kw=kw: vs.voxel_test(y, s, **kw))
         print(f"{test:8s} maps + FDR: {t:.3f} s wall, {cpu:.3f} s CPU  (goal <= 1 s; {t / base:.0f} x baseline); "
               f"{int(res.significant.sum())} significant")
-    for test, kw in (("pearson", {"x": x}), ("partial", {"x": x, "covariates": cov}), ("welch", {"group": g})):
+    for test, kw in (("pearson", {"x": x}), ("partial", {"x": x, "covariates": cov}), ("welch", {"group": g}),
+                     ("student", {"group": g})):
         s = vs.StatsSettings(test=test, correction="maxt", permutations=args.permutations)
         t, cpu, res = _best(lambda s=s, kw=kw: vs.voxel_test(y, s, **kw), repeat=1)
         print(f"{test:8s} maxT {args.permutations} permutations: {t:.2f} s wall, {cpu:.2f} s CPU  (goal <= 10 s; "
