@@ -436,24 +436,24 @@ class _Analysis:
                     with np.errstate(divide="ignore", invalid="ignore"):
                         out[sl] = u * np.sqrt(c * (m - 2) / np.maximum(1.0 - c * u * u, 1e-300))
                 return out
+            # Welch: t^2 = c^2 a / (beta tot2 + (alpha - beta) q1 - gamma a), a = s1^2, alpha = 1/((n1-1) n1),
+            # beta = 1/((n0-1) n0), gamma = alpha/n1 + beta/n0, evaluated in place (the elementwise passes,
+            # not the products, dominate here). Large blocks: small products lose more to BLAS threading.
+            alpha, beta = 1.0 / ((n1 - 1) * n1), 1.0 / ((n0 - 1) * n0)
+            gamma = alpha / n1 + beta / n0
             yc32, yc2 = yc.astype(np.float32), (yc * yc).astype(np.float32)
-            tot2 = tot2.astype(np.float32)
+            base = (beta * tot2 + 1e-30).astype(np.float32)
             for sl in _batches(nb, _count(cols)):
                 s1 = gp[sl] @ yc32
-                q1 = gp[sl] @ yc2
-                a = s1 * s1
-                # v1/n1 + v0/n0, in place: (q1 - a/n1)/((n1-1) n1) + (tot2 - q1 - a/n0)/((n0-1) n0)
-                den = np.subtract(tot2, q1)
-                den -= a / n0
-                den *= 1.0 / ((n0 - 1) * n0)
-                q1 -= a / n1
-                q1 *= 1.0 / ((n1 - 1) * n1)
-                den += q1
-                np.maximum(den, 1e-30, out=den)
-                a *= c * c
-                a /= den  # t^2
-                out[sl] = np.sqrt(a.max(axis=1).astype(float))
-            return out
+                den = gp[sl] @ yc2
+                s1 *= s1
+                den *= alpha - beta
+                den += base
+                s1 *= gamma
+                den -= s1
+                s1 /= den
+                out[sl] = s1.max(axis=1) * (c * c / gamma)
+            return np.sqrt(out)
         # map-corr: permute the subjects of the second map relative to the first
         a = y - y.mean(0)
         b = self.take(self.y2, members, cols)
