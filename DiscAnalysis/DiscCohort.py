@@ -66,13 +66,15 @@ class DiscCohort(ScriptedLoadableModule):
 class DiscCohortParameterNode:
     """All settings of the panel, saved with the scene.
 
-    cohortFile - the cohort CSV; outputDirectory - where maps and the summary are written; test, variable,
+    cohortFile - the cohort CSV; outputDirectory - where maps and the summary are written; atlasFile - the
+    atlas image the maps were registered to (optional: shown under the maps); test, variable,
     covariates, groupColumn, correction, permutations, minSubjects - as for ``discanalysis stats``;
     summaryTable - the table that shows one row per analysis.
     """
 
     cohortFile: Path
     outputDirectory: Path
+    atlasFile: Path
     test: Annotated[str, Choice(TESTS)] = "pearson"
     variable: str = "age"
     covariates: str = ""
@@ -81,6 +83,12 @@ class DiscCohortParameterNode:
     permutations: Annotated[int, WithinRange(10, 100000)] = 1000
     minSubjects: Annotated[int, WithinRange(3, 10000)] = 5
     summaryTable: vtkMRMLTableNode
+
+
+def _optionalPath(path) -> str:
+    """'' for an unset Path parameter (the wrapper's default is Path('.'))."""
+    text = str(path) if path is not None else ""
+    return "" if text in ("", ".") else text
 
 
 #
@@ -149,7 +157,7 @@ class DiscCohortWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _updateGuiState(self, caller=None, event=None) -> None:
         p = self._parameterNode
         running = self._process is not None
-        self.ui.runButton.enabled = bool(p and str(p.cohortFile) not in ("", ".")) and not running
+        self.ui.runButton.enabled = bool(p and _optionalPath(p.cohortFile)) and not running
         self.ui.cancelButton.enabled = running
         if p:
             self.ui.variableLineEdit.enabled = p.test in ("pearson", "partial")
@@ -206,9 +214,9 @@ class DiscCohortWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = "\n".join(line for line in self._output if not line.startswith("PROGRESS"))[-600:]
             first = next(iter(loaded.statNodes), None)
             if first is not None:
-                # the statistic over the mean map (the cohort's average in atlas space), significance outlined
+                # the statistic over the atlas (or the cohort's mean map), significant voxels as a labelmap
                 slicer.util.setSliceViewerLayers(
-                    background=loaded.meanNodes[first], foreground=loaded.statNodes[first],
+                    background=loaded.backgroundNode(first), foreground=loaded.statNodes[first],
                     label=loaded.significantNodes[first], foregroundOpacity=0.5, fit=True,
                 )
 
@@ -231,7 +239,7 @@ class DiscCohortLogic(ScriptedLoadableModuleLogic):
     def commandArguments(self, p: DiscCohortParameterNode) -> list:
         return statsArguments(
             str(p.cohortFile), str(p.outputDirectory), p.test, p.variable, p.covariates, p.groupColumn,
-            p.correction, p.permutations, p.minSubjects,
+            p.correction, p.permutations, p.minSubjects, _optionalPath(p.atlasFile),
         )
 
     def run(self, p: DiscCohortParameterNode):
@@ -245,7 +253,7 @@ class DiscCohortLogic(ScriptedLoadableModuleLogic):
         return self.loadResults(p)
 
     def loadResults(self, p: DiscCohortParameterNode):
-        loaded = loadResults(slicer.mrmlScene, str(p.outputDirectory))
+        loaded = loadResults(slicer.mrmlScene, str(p.outputDirectory), _optionalPath(p.atlasFile))
         p.summaryTable = loaded.tableNode
         logging.info("DiscCohort: loaded %d analyses from %s", len(loaded.rows), p.outputDirectory)
         return loaded

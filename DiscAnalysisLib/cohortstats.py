@@ -52,7 +52,9 @@ class CohortStatsRequest:
     variable - column correlated with the maps (pearson, partial); covariates - adjustment columns
     (partial); group - two-valued column (welch, student; ``group_one`` names the value that is group 1,
     default: the second in sorted order); maps - map columns to analyse (default: all; map-corr needs two);
-    levels - levels to analyse (default: all); value_ranges - inclusion ranges per map column.
+    levels - levels to analyse (default: all); value_ranges - inclusion ranges per map column; atlas - an
+    image on the maps' grid (e.g. the atlas T2w template) used as the figures' background instead of the
+    mean map; figures - write the PNG figures.
     """
 
     settings: StatsSettings = StatsSettings()
@@ -64,6 +66,7 @@ class CohortStatsRequest:
     levels: tuple[str, ...] = ()
     value_ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     figures: bool = True
+    atlas: str | None = None
 
 
 @dataclass(frozen=True)
@@ -248,7 +251,8 @@ def _run_one(cohort, out: Path, req: CohortStatsRequest, level: str, cols, name:
     files = _write_maps(result, ref, y, folder, stem)
     summary = _summary_row(result, ref, level, name, notes + list(result.notes))
     if req.figures:
-        files["figure"] = _figure(result, ref, y, folder / f"{stem}_figure.png", f"{level} {name} {test}")
+        background = _atlas_array(req.atlas, ref) if req.atlas else None
+        files["figure"] = _figure(result, ref, y, folder / f"{stem}_figure.png", f"{level} {name} {test}", background)
     prog.report(1.0, f"{level} {name}")
     summary["files"] = str(folder / f"{stem}_*")
     return AnalysisOutput(level, name, result, files, summary)
@@ -328,8 +332,26 @@ def _write_summary(out: Path, rows: list[dict]) -> None:
     write_text(json.dumps(clean, indent=2), out / "summary.json")
 
 
-def _figure(result: VoxelStatsResult, ref, y: np.ndarray, path: Path, title: str) -> Path:
-    """Three orthogonal slices through the peak: mean map in grey, the statistic where significant."""
+def _atlas_array(path: str, ref) -> np.ndarray:
+    """The atlas image's voxels, refused unless it lies on the maps' grid."""
+    import SimpleITK as sitk
+
+    from .cohort import Grid
+    from .image_io import read_image
+
+    atlas = read_image(path)
+    if not Grid.of(atlas).matches(Grid.of(ref)):
+        raise InputError(
+            f"The atlas {path} is not on the grid of the maps ({Grid.of(atlas).describe()} vs {Grid.of(ref).describe()}). "
+            "Give the atlas image the maps were registered to."
+        )
+    return sitk.GetArrayFromImage(atlas).astype(np.float64)
+
+
+def _figure(result: VoxelStatsResult, ref, y: np.ndarray, path: Path, title: str,
+            background: np.ndarray | None = None) -> Path:
+    """Three orthogonal slices through the peak: the atlas (or the mean map) in grey, the statistic where
+    significant."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -339,7 +361,7 @@ def _figure(result: VoxelStatsResult, ref, y: np.ndarray, path: Path, title: str
     from .image_io import atomic_path
 
     shape = sitk.GetArrayFromImage(ref).shape
-    mean = _mean_map(y).reshape(shape)
+    mean = _mean_map(y).reshape(shape) if background is None else background.reshape(shape)
     stat = (result.r if result.r is not None else result.t).reshape(shape)
     sig = result.significant.reshape(shape)
     tested = np.where(result.mask, np.abs(result.t), -np.inf)

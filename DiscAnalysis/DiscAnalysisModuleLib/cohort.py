@@ -32,6 +32,7 @@ def statsArguments(
     correction: str = "fdr",
     permutations: int = 1000,
     minSubjects: int = 5,
+    atlasFile: str = "",
 ) -> list[str]:
     """Arguments after ``-m DiscAnalysisLib.cli`` for the requested analysis (progress as PROGRESS lines).
 
@@ -59,6 +60,10 @@ def statsArguments(
         args += ["--group", groupColumn.strip()]
     if correction == "maxt":
         args += ["--permutations", str(int(permutations))]
+    if atlasFile:
+        if not Path(atlasFile).is_file():
+            raise InputError(f"Atlas image not found: '{atlasFile}'. Select the atlas the maps were registered to, or none.")
+        args += ["--atlas", str(atlasFile)]
     return args
 
 
@@ -70,16 +75,22 @@ class LoadedResults:
     statNodes: dict = field(default_factory=dict)
     significantNodes: dict = field(default_factory=dict)
     tableNode: object = None
+    atlasNode: object = None
     rows: list = field(default_factory=list)
 
+    def backgroundNode(self, name: str):
+        """The atlas when one was loaded, else the mean map of analysis ``name``."""
+        return self.atlasNode if self.atlasNode is not None else self.meanNodes[name]
 
-def loadResults(scene, outputDirectory: str) -> LoadedResults:
+
+def loadResults(scene, outputDirectory: str, atlasFile: str = "") -> LoadedResults:
     """Add the maps written by ``discanalysis stats`` into ``outputDirectory`` to ``scene``.
 
     For each summary row: ``<level> <map> mean`` (the mean map of the included subjects, used as the
     background), ``<level> <map> <r|t>`` (the statistic) and ``<level> <map> significant`` (a labelmap,
-    1 where q < alpha). Volumes go through DiscAnalysisLib.mrml.volume_node_from_image, so their geometry
-    is the atlas geometry of the NRRD files.
+    1 where q < alpha); with ``atlasFile``, the atlas image as "Disc atlas" (the background to show the maps
+    over). Volumes go through DiscAnalysisLib.mrml.volume_node_from_image, so their geometry is the atlas
+    geometry of the NRRD files.
     """
     from DiscAnalysisLib import image_io, mrml
 
@@ -101,6 +112,8 @@ def loadResults(scene, outputDirectory: str) -> LoadedResults:
                 raise InputError(f"{path} is missing; the results folder is incomplete. Run the analysis again.")
             image = image_io.read_image(path)
             target[name] = mrml.volume_node_from_image(scene, image, f"{name} {key}", labelmap=labelmap)
+    if atlasFile:
+        loaded.atlasNode = mrml.volume_node_from_image(scene, image_io.read_image(atlasFile), "Disc atlas")
     tableRows = [{k: v for k, v in r.items() if k != "files"} for r in rows]
     loaded.tableNode = mrml.table_node_from_rows(scene, tableRows, name="DiscCohort summary")
     return loaded

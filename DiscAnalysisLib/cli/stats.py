@@ -37,6 +37,8 @@ def add_parser(sub) -> None:
     p.add_argument("--range", action="append", default=[], metavar="MAP=LOW:HIGH",
                    help="inclusion range (exclusive) of a map column, e.g. map_t2=0:150 (repeatable; defaults: "
                    "map_t2 0:150, map_t1rho 0:250; empty side = no limit)")
+    p.add_argument("--atlas", metavar="IMAGE", help="atlas image on the maps' grid, shown under the statistic in the "
+                   "figures (default: the mean map of the included subjects)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.set_defaults(handler=run)
 
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         settings=settings, variable=args.variable, covariates=_split(args.covariates), group=args.group,
         group_one=args.group_one, maps=_split(args.maps), levels=_split(args.levels),
         value_ranges=dict(parse_range(r) for r in args.range), figures=not args.no_figures,
+        atlas=args.atlas,
     )
     with progress_callback(args, "stats") as cb:
         outputs = run_cohort_stats(cohort, args.out, request, progress=cb)

@@ -78,3 +78,21 @@ def test_demo_step_recovers_the_planted_effect(tmp_path):
     (line,) = step(DemoContext(out_dir=tmp_path), Progress())
     assert "planted age-effect region recovered" in line
     assert (tmp_path / "cohort" / "stats" / "summary.csv").is_file()
+
+
+def test_cli_atlas_background_and_inclusion_range(synthetic, tmp_path, capsys):
+    csv_path = synthetic.csv_path.with_name("cohort_baseline.csv")
+    atlas = str(synthetic.csv_path.parent / "S00" / "L4-L5_tp0_t2.nrrd")  # any image on the maps' grid
+    rc = main(["--progress", "none", "stats", str(csv_path), "--out", str(tmp_path), "--maps", "map_t2",
+               "--variable", "age", "--atlas", atlas, "--range", "map_t2=90:"])
+    assert rc == 0
+    assert (tmp_path / "L4-L5" / "t2_pearson_figure.png").is_file()
+    n = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "L4-L5" / "t2_pearson_n.nrrd")))
+    assert n.max() == 20 and ((n > 0) & (n < 20)).any()  # values <= 90 ms excluded: subjects drop out
+    wrong = tmp_path / "wrong.nrrd"
+    sitk.WriteImage(sitk.Image(5, 5, 5, sitk.sitkFloat32), str(wrong))
+    capsys.readouterr()
+    rc = main(["stats", str(csv_path), "--out", str(tmp_path), "--maps", "map_t2", "--variable", "age", "--atlas", str(wrong)])
+    assert rc == 2 and "not on the grid of the maps" in capsys.readouterr().err
+    rc = main(["stats", str(csv_path), "--out", str(tmp_path), "--variable", "age", "--range", "map_t2"])
+    assert rc == 2 and "MAP=LOW:HIGH" in capsys.readouterr().err

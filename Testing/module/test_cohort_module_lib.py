@@ -37,6 +37,8 @@ def test_stats_arguments_and_panel_checks(cohortLib, tmp_path):
         cohortLib.statsArguments(str(csv), str(tmp_path), "pearson", "")
     with pytest.raises(InputError, match="group column"):
         cohortLib.statsArguments(str(csv), str(tmp_path), "welch")
+    with pytest.raises(InputError, match="Atlas image not found"):
+        cohortLib.statsArguments(str(csv), str(tmp_path), "pearson", "age", atlasFile=str(tmp_path / "none.nrrd"))
 
 
 def test_results_are_loaded_with_the_atlas_geometry(cohortLib, tmp_path):
@@ -49,7 +51,9 @@ def test_results_are_loaded_with_the_atlas_geometry(cohortLib, tmp_path):
     args = cohortLib.statsArguments(str(cohort.csv_path.with_name("cohort_baseline.csv")), str(out), "pearson", "age")
     assert main(["--progress", "none", *args[2:], "--no-figures"]) == 0
     scene = slicer.vtkMRMLScene()
-    loaded = cohortLib.loadResults(scene, str(out))
+    atlas = cohort.csv_path.parent / "S00" / "L4-L5_tp0_t2.nrrd"
+    loaded = cohortLib.loadResults(scene, str(out), str(atlas))
+    assert loaded.backgroundNode("L4-L5 t2 pearson") is loaded.atlasNode and loaded.atlasNode.GetName() == "Disc atlas"
     assert sorted(loaded.statNodes) == ["L4-L5 t1rho pearson", "L4-L5 t2 pearson"]
     node = loaded.statNodes["L4-L5 t2 pearson"]
     assert node.GetName() == "L4-L5 t2 pearson r"
