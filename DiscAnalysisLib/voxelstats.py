@@ -441,15 +441,15 @@ class _Analysis:
             # not the products, dominate here). Large blocks: small products lose more to BLAS threading.
             alpha, beta = 1.0 / ((n1 - 1) * n1), 1.0 / ((n0 - 1) * n0)
             gamma = alpha / n1 + beta / n0
-            yc32, yc2 = yc.astype(np.float32), (yc * yc).astype(np.float32)
+            # fold the constants into the products: s = sqrt(gamma) g'y, d = (alpha - beta) g'y^2
+            yc32 = (yc * np.sqrt(gamma)).astype(np.float32)
+            yc2 = (yc * yc * (alpha - beta)).astype(np.float32)
             base = (beta * tot2 + 1e-30).astype(np.float32)
             for sl in _batches(nb, _count(cols)):
                 s1 = gp[sl] @ yc32
                 den = gp[sl] @ yc2
-                s1 *= s1
-                den *= alpha - beta
+                s1 *= s1  # gamma a
                 den += base
-                s1 *= gamma
                 den -= s1
                 s1 /= den
                 out[sl] = s1.max(axis=1) * (c * c / gamma)
