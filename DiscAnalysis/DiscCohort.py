@@ -191,6 +191,8 @@ class DiscCohortWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _onProcessOutput(self) -> None:
         from DiscAnalysisLib.progress import parse_progress_line
 
+        if self._process is None:  # cancelled: the killed process still signals
+            return
         text = bytes(self._process.readAllStandardOutput()).decode("utf-8", "replace")
         for line in text.splitlines():
             parsed = parse_progress_line(line)
@@ -201,6 +203,8 @@ class DiscCohortWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._output.append(line)
 
     def _onProcessFinished(self, exitCode, exitStatus) -> None:
+        if self._process is None:  # cancelled
+            return
         self._onProcessOutput()
         self._process = None
         self._updateGuiState()
