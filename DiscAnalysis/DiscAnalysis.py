@@ -15,6 +15,7 @@ import qt
 import slicer
 import vtk
 from DiscAnalysisModuleLib import workflow
+from DiscAnalysisModuleLib.dependencies import ensureDependencies
 from DiscAnalysisModuleLib.inputs import formatImageInfo, inspectVolumeNode
 from DiscAnalysisModuleLib.selftest import ORIENTATION, SIZE_IJK, runSelfTest
 from slicer import (
@@ -297,6 +298,7 @@ class DiscAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------------------------------------ steps
     def onSegmentButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Cannot start the segmentation."), waitCursor=True):
+            ensureDependencies("segment")
             args, outDir = self.logic.segmentCommand(self._parameterNode)
             self._startBackgroundRun(args, _("Segmenting..."), lambda: self._segmentationFinished(outDir))
 
@@ -314,6 +316,7 @@ class DiscAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onAnalyseButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Cannot start the analysis."), waitCursor=True):
+            ensureDependencies(["analyse", "register"] if self._parameterNode.register else "analyse")
             args, outDir = self.logic.analyseCommand(self._parameterNode)
             self._startBackgroundRun(args, _("Quantifying and grading..."), lambda: self._analysisFinished(outDir))
 

@@ -15,6 +15,7 @@ import qt
 import slicer
 import vtk
 from DiscAnalysisModuleLib.cohort import CORRECTIONS, TESTS, loadResults, statsArguments
+from DiscAnalysisModuleLib.dependencies import ensureDependencies
 from slicer import vtkMRMLTableNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -170,6 +171,7 @@ class DiscCohortWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onRunButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Cannot start the cohort analysis."), waitCursor=True):
+            ensureDependencies("stats")
             args = self.logic.commandArguments(self._parameterNode)
             self._process = qt.QProcess()
             self._process.setProcessChannelMode(qt.QProcess.MergedChannels)
