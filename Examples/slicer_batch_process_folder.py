@@ -277,14 +277,14 @@ def main(argv: list[str]) -> int:
         if scenePath.exists() and not args.overwrite:
             log.info("  %s exists: skipped (use --overwrite to process it again)", scenePath)
             allRows += [row for row in previous if row.get("case") == case]
-            continue
-        try:
-            rows = processCase(slicer, logic, case, path, args.out, covariates.get(case, {}), args.register)
-            allRows += caseRows(case, rows)
-        except Exception as exc:  # one failed case must not stop the batch; the reason goes in the table
-            failed += 1
-            log.error("  %s failed: %s", case, exc)
-            allRows.append(failedRow(case, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+        else:
+            try:
+                rows = processCase(slicer, logic, case, path, args.out, covariates.get(case, {}), args.register)
+                allRows += caseRows(case, rows)
+            except Exception as exc:  # one failed case must not stop the batch; the reason goes in the table
+                failed += 1
+                log.error("  %s failed: %s", case, exc)
+                allRows.append(failedRow(case, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
         writeCombinedCsv(combined, allRows)
     log.info("Done: %d case(s), %d failed. Table: %s", len(cases), failed, combined)
     return EXIT_SOME_FAILED if failed else EXIT_OK

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import csv
 import importlib.util
+import sys
 
 import numpy as np
 import pytest
@@ -127,3 +128,51 @@ def test_storage_nodes_are_added_for_the_bundle(batch):
     assert batch.addMissingStorageNodes(scene) == 2
     assert volume.GetStorageNode() is not None and table.GetStorageNode() is not None
     assert batch.addMissingStorageNodes(scene) == 0
+
+
+def test_main_orchestration_with_a_stand_in_for_slicer(batch, tmp_path, monkeypatch):
+    """main(): failures become rows and do not stop the batch, existing scenes are skipped with their
+    earlier rows kept, dependencies are ensured once without dialogs, exit codes 2 / 1 / 0."""
+    import types
+
+    cases, out = tmp_path / "cases", tmp_path / "out"
+    cases.mkdir()
+    for name in ("p01.nrrd", "p02.nrrd", "p03.nrrd"):
+        (cases / name).write_bytes(b"x")
+    assert batch.main(["--cases", str(tmp_path / "absent"), "--out", str(out)]) == batch.EXIT_BAD_ARGUMENTS
+    assert not out.exists()
+
+    out.mkdir()
+    (out / "p03.mrb").write_bytes(b"earlier run")
+    batch.writeCombinedCsv(out / batch.COMBINED_CSV, batch.caseRows("p03", [{"level": "L4-L5", "grade": 4}]))
+    (tmp_path / "ages.csv").write_text("case,age,sex\np01,63,F\n")
+
+    fakeSlicer = types.SimpleNamespace(util=types.SimpleNamespace(getModuleLogic=lambda name: f"logic:{name}"))
+    monkeypatch.setitem(sys.modules, "slicer", fakeSlicer)
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "DiscAnalysis"))
+    import DiscAnalysisModuleLib.dependencies as dependencies
+
+    ensured = []
+    monkeypatch.setattr(dependencies, "ensureDependencies", lambda steps, **kw: ensured.append((steps, kw)))
+    processed = []
+
+    def process(slicer, logic, case, path, outDir, covariates, register):
+        processed.append((case, covariates, register, logic))
+        if case == "p02":
+            raise RuntimeError("No disc found in p02: check that it is a sagittal lumbar T2w image.\nTraceback...")
+        return [{"level": "L4-L5", "grade": 2}, {"level": "L5-S1", "grade": None}]
+
+    monkeypatch.setattr(batch, "processCase", process)
+    code = batch.main(["--", "--cases", str(cases), "--out", str(out), "--age-csv", str(tmp_path / "ages.csv"), "--register"])
+    assert code == batch.EXIT_SOME_FAILED
+    assert ensured == [(["segment", "analyse", "register"], {"interactive": False})]
+    assert processed == [("p01", {"age": 63.0, "sex": "F"}, True, "logic:DiscAnalysis"),
+                         ("p02", {}, True, "logic:DiscAnalysis")]
+    rows = batch.readCombinedCsv(out / batch.COMBINED_CSV)
+    assert [(r["case"], r["status"], r["level"], r["grade"]) for r in rows] == [
+        ("p01", "done", "L4-L5", "2"), ("p01", "done", "L5-S1", None),
+        ("p02", "failed", None, None), ("p03", "done", "L4-L5", "4")]
+    assert rows[2]["reason"] == "No disc found in p02: check that it is a sagittal lumbar T2w image."
+
+    monkeypatch.setattr(batch, "processCase", lambda *a: [{"level": "L4-L5", "grade": 1}])
+    assert batch.main(["--cases", str(cases), "--out", str(out), "--overwrite"]) == batch.EXIT_OK
