@@ -25,6 +25,7 @@ import importlib
 import importlib.machinery
 import importlib.util
 import logging
+import subprocess
 from collections.abc import Callable, Iterable, Sequence
 
 from DiscAnalysisLib.errors import MissingDependencyError
@@ -126,7 +127,10 @@ def ensureDependencies(
     installed: list[str] = []
     if needTorch:
         log.info("DiscAnalysis: installing PyTorch for %s", step)
-        done = (torchInstaller or (lambda: _installTorchWithExtension(interactive)))()
+        try:
+            done = (torchInstaller or (lambda: _installTorchWithExtension(interactive)))()
+        except subprocess.CalledProcessError as exc:
+            raise MissingDependencyError(_manualHint([TORCH], _pipFailed(exc))) from exc
         if not done:
             raise MissingDependencyError(
                 "PyTorch was not installed (the installation was declined or failed). Run the step again and "
@@ -139,6 +143,8 @@ def ensureDependencies(
             (installer or (lambda reqs: _pipInstall(reqs, interactive)))(list(requirements))
         except RuntimeError as exc:  # pip_ensure: the user declined
             raise MissingDependencyError(_manualHint(requirements, f"The installation was not done ({exc}).")) from exc
+        except subprocess.CalledProcessError as exc:
+            raise MissingDependencyError(_manualHint(requirements, _pipFailed(exc))) from exc
         installed += requirements
     if installed:
         importlib.invalidate_caches()
@@ -147,6 +153,10 @@ def ensureDependencies(
             names = ([TORCH] if stillNeedTorch else []) + stillMissing
             raise MissingDependencyError(_manualHint(names, "These packages are still missing after the installation."))
     return installed
+
+
+def _pipFailed(exc: subprocess.CalledProcessError) -> str:
+    return f"pip could not install them (exit code {exc.returncode}: offline, behind a proxy, or no write permission?)."
 
 
 def _manualHint(requirements: Sequence[str], why: str) -> str:

@@ -83,6 +83,11 @@ def test_declined_or_failed_installation_is_one_actionable_error(deps):
         deps.ensureDependencies("stats", installer=decline, available=lambda m: m != "statsmodels")
     with pytest.raises(MissingDependencyError, match="PyTorch was not installed"):
         deps.ensureDependencies("grade", torchInstaller=lambda: None, available=lambda m: False)
+    def pipFails(requirements):
+        raise subprocess.CalledProcessError(1, ["pip", "install", *requirements])
+
+    with pytest.raises(MissingDependencyError, match="pip could not install them .*exit code 1.*matplotlib>=3.7"):
+        deps.ensureDependencies("report", installer=pipFails, available=lambda m: False)
     # An installer that returns but leaves the package missing (offline, skipped in testing mode).
     with pytest.raises(MissingDependencyError, match="still missing.*skops"):
         deps.ensureDependencies("classify", installer=lambda r: None, available=lambda m: m != "skops")
