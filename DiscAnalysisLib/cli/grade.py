@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import InputError
     from ..grading.api import GradingSettings, grade_discs
-    from ..image_io import read_image, write_text
+    from ..image_io import read_image, spacing_known, write_text
     from ..levels import convert_labels
     from .main import progress_callback
 
@@ -47,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(
                 f"--labels {args.labels} has size {labels.GetSize()} but the image has {image.GetSize()}; "
                 "pass the labelmap made for this image."
+            )
+        if spacing_known(labels) and spacing_known(image) and not _same_geometry(labels, image):
+            raise InputError(
+                f"--labels {args.labels} has the image's size but not its geometry (spacing/origin/direction); "
+                "pass the labelmap made for this image or resample it onto the image."
             )
         labels.CopyInformation(image)  # same grid; a PNG label image has no geometry of its own
     else:
@@ -67,6 +72,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"{r.level}: not graded ({r.reason})")
     print(f"wrote {args.out}")
     return 0
+
+
+def _same_geometry(a, b, tol: float = 1e-3) -> bool:
+    import numpy as np
+
+    return (
+        np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=tol)
+        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tol * max(1.0, *map(abs, b.GetSpacing())))
+        and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol)
+    )
 
 
 def _segment(image, args):
