@@ -18,7 +18,7 @@ from .model import _torch, build_model
 
 MODEL_FILE = "Models/pfirrmann_grading.pt"
 #: SHA-256 of the shipped weights (printed by scripts/train_grading.py); a mismatch refuses to load.
-MODEL_SHA256 = "0000000000000000000000000000000000000000000000000000000000000000"
+MODEL_SHA256 = "9bed2d032c9b0aef3f292e3cb9927d6fbe2ba9eea49bbb384ab4a7aac9bbb196"
 
 
 @dataclass(frozen=True)
