@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     image = read_image(args.image, pixel_spacing_mm=args.pixel_spacing_mm)
     if args.labels:
         labels = read_image(args.labels)
+        labels_have_geometry = spacing_known(labels)
         arr = convert_labels(sitk.GetArrayFromImage(labels).astype(int), args.convention)
         converted = sitk.GetImageFromArray(arr)
         converted.CopyInformation(labels)
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--labels {args.labels} has size {labels.GetSize()} but the image has {image.GetSize()}; "
                 "pass the labelmap made for this image."
             )
-        if spacing_known(labels) and spacing_known(image) and not _same_geometry(labels, image):
+        if labels_have_geometry and spacing_known(image) and not _same_geometry(labels, image):
             raise InputError(
                 f"--labels {args.labels} has the image's size but not its geometry (spacing/origin/direction); "
                 "pass the labelmap made for this image or resample it onto the image."

@@ -75,3 +75,34 @@ def test_grade_cli_rejects_labels_on_another_grid(tmp_path, capsys):
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "small.png")
     rc = main(["--progress", "none", "grade", str(png), "--labels", str(tmp_path / "small.png"), "--out", str(tmp_path / "g.csv")])
     assert rc == 2 and "size" in capsys.readouterr().err
+
+
+def test_grade_cli_refuses_a_labelmap_with_other_geometry(tmp_path, capsys):
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.zeros((5, 40, 40), np.float32))
+    img.SetSpacing((0.5, 0.5, 4.0))
+    lab = sitk.GetImageFromArray(np.zeros((5, 40, 40), np.uint8))
+    lab.SetSpacing((1.0, 1.0, 4.0))
+    sitk.WriteImage(img, str(tmp_path / "t2.nrrd"))
+    sitk.WriteImage(lab, str(tmp_path / "lab.nrrd"))
+    rc = main(["--progress", "none", "grade", str(tmp_path / "t2.nrrd"), "--labels", str(tmp_path / "lab.nrrd"),
+               "--out", str(tmp_path / "g.csv")])
+    assert rc == 2 and "geometry" in capsys.readouterr().err
+
+
+def test_demo_step_grades_a_phantom_like_context(tmp_path):
+    from types import SimpleNamespace
+
+    from DiscAnalysisLib.grading.demo_step import grading_demo_step
+    from DiscAnalysisLib.progress import Progress
+
+    png, labels = _write_pngs(tmp_path, "L")
+    from DiscAnalysisLib.image_io import read_image
+
+    ph = SimpleNamespace(t2w=read_image(png, pixel_spacing_mm=0.5), labels=read_image(labels, pixel_spacing_mm=0.5),
+                         grades={"L3-L4": 2})
+    ctx = SimpleNamespace(phantom=ph, out_dir=tmp_path / "demo", paths={})
+    lines = grading_demo_step(ctx, Progress.wrap(None))
+    assert ctx.paths["grades"].is_file()
+    assert any("L3-L4: grade" in line for line in lines) and any("L1-L2: not graded" in line for line in lines)
