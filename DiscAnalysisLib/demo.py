@@ -96,6 +96,15 @@ DEMO_STEPS: list[tuple[str, DemoStep]] = [
 ]
 
 
+def _grade(ctx: DemoContext, progress: Progress) -> list[str]:
+    from .grading.demo_step import grading_demo_step
+
+    return grading_demo_step(ctx, progress)
+
+
+DEMO_STEPS.append(("grade", _grade))
+
+
 @dataclass(frozen=True)
 class DemoResult:
     out_dir: Path
