@@ -83,6 +83,9 @@ def _cohort_stats(ctx: DemoContext, progress: Progress) -> list[str]:
         f"synthetic subjects: {out.summary['n_significant']} of {out.summary['n_voxels_tested']} voxels significant "
         f"(FDR q < 0.05); planted age-effect region recovered {recovered:.0%}, {outside} voxels outside it; "
         f"maps in {folder / 'stats'}"
+    ]
+
+
 def _segment(ctx: DemoContext, progress: Progress) -> list[str]:
     """Segment the phantom's T2w image with the shipped network and compare with the phantom's labels.
 
@@ -120,6 +123,12 @@ def _segment(ctx: DemoContext, progress: Progress) -> list[str]:
     ]
 
 
+def _grade(ctx: DemoContext, progress: Progress) -> list[str]:
+    from .grading.demo_step import grading_demo_step
+
+    return grading_demo_step(ctx, progress)
+
+
 #: The steps, in order. Later capabilities append theirs (segment, markers, grade, fit, register, report).
 DEMO_STEPS: list[tuple[str, DemoStep]] = [
     ("phantom", _write_phantom),
@@ -128,16 +137,8 @@ DEMO_STEPS: list[tuple[str, DemoStep]] = [
     ("fit T2/T1rho", _fit_relaxometry),
     ("cohort statistics", _cohort_stats),
     ("segment", _segment),
+    ("grade", _grade),
 ]
-
-
-def _grade(ctx: DemoContext, progress: Progress) -> list[str]:
-    from .grading.demo_step import grading_demo_step
-
-    return grading_demo_step(ctx, progress)
-
-
-DEMO_STEPS.append(("grade", _grade))
 
 
 @dataclass(frozen=True)
