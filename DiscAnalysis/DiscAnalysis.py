@@ -97,6 +97,7 @@ class DiscAnalysisParameterNode:
     outputDirectory - where the background runs write (a temporary folder when empty).
     resultsTable - the table that receives one row per disc.
     colourByGrade - colour disc segments by Pfirrmann grade instead of the fixed level colours.
+    reportPath - the HTML report of the last analysis (for "Export report", also after reopening a scene).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -113,6 +114,7 @@ class DiscAnalysisParameterNode:
     outputDirectory: Path
     resultsTable: vtkMRMLTableNode
     colourByGrade: bool = False
+    reportPath: Path
 
 
 #
@@ -135,7 +137,6 @@ class DiscAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._process = None
         self._output = []
         self._onSuccess = None
-        self._lastResults = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -226,7 +227,7 @@ class DiscAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if self.ui.analyseButton.enabled else _("Select an input volume and a segmentation (run Segment) first")
         )
         self.ui.cancelButton.enabled = running
-        self.ui.exportReportButton.enabled = bool(self._lastResults and self._lastResults.reportPath)
+        self.ui.exportReportButton.enabled = bool(p and str(p.reportPath or "") not in ("", ".") and Path(p.reportPath).is_file())
         self.ui.inspectButton.toolTip = (
             _("Show the size, spacing and orientation of the input volume as the analysis sees them")
             if inputVolume is not None
@@ -321,25 +322,28 @@ class DiscAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._startBackgroundRun(args, _("Quantifying and grading..."), lambda: self._analysisFinished(outDir))
 
     def _analysisFinished(self, outDir) -> None:
-        self._lastResults = self.logic.loadResults(self._parameterNode, outDir)
-        graded = sum(1 for r in self._lastResults.rows if r.get("grade") is not None)
+        loaded = self.logic.loadResults(self._parameterNode, outDir)
+        graded = sum(1 for r in loaded.rows if r.get("grade") is not None)
         self.ui.statusLabel.text = _("Done: {graded} of {total} discs graded. Outputs in {folder}").format(
-            graded=graded, total=len(self._lastResults.rows), folder=outDir)
+            graded=graded, total=len(loaded.rows), folder=outDir)
         self.onColourByGrade(self._parameterNode.colourByGrade)
         self._updateGuiState()
 
     def onColourByGrade(self, enabled) -> None:
-        if self._parameterNode and self._parameterNode.segmentation and self._lastResults:
-            self.logic.colourSegments(self._parameterNode, self._lastResults.rows, bool(enabled))
+        # Rows come from the results table, so this also works after reopening a saved scene.
+        p = self._parameterNode
+        if p and p.segmentation and p.resultsTable:
+            self.logic.colourSegments(p, bool(enabled))
 
     def onExportReportButton(self) -> None:
-        if not (self._lastResults and self._lastResults.reportPath):
+        reportPath = self._parameterNode.reportPath if self._parameterNode else None
+        if not reportPath or not Path(reportPath).is_file():
             return
         target = qt.QFileDialog.getSaveFileName(
             slicer.util.mainWindow(), _("Export report"), "disc_report.html", _("HTML report (*.html)"))
         if target:
             with slicer.util.tryWithErrorDisplay(_("Cannot export the report."), waitCursor=True):
-                self.logic.exportReport(self._lastResults.reportPath, target)
+                self.logic.exportReport(reportPath, target)
 
     def onInspectButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Cannot inspect the input volume."), waitCursor=True):
@@ -419,10 +423,16 @@ class DiscAnalysisLogic(ScriptedLoadableModuleLogic):
     def loadResults(self, parameterNode: DiscAnalysisParameterNode, outDir):
         loaded = workflow.loadAnalysisResults(slicer.mrmlScene, outDir, parameterNode.resultsTable)
         parameterNode.resultsTable = loaded.tableNode
+        if loaded.reportPath is not None:
+            parameterNode.reportPath = loaded.reportPath
         return loaded
 
-    def colourSegments(self, parameterNode: DiscAnalysisParameterNode, rows, byGrade: bool) -> None:
+    def colourSegments(self, parameterNode: DiscAnalysisParameterNode, byGrade: bool) -> None:
+        """Colour disc segments by the grades in the results table, or back to the level colours."""
         if byGrade:
+            from DiscAnalysisLib import mrml
+
+            rows = mrml.rows_from_table_node(parameterNode.resultsTable)
             workflow.colourSegmentsByGrade(parameterNode.segmentation, rows)
         else:
             workflow.restoreLevelColours(parameterNode.segmentation)
