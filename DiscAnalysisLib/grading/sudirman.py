@@ -17,7 +17,7 @@ How discs and levels are found (checked on the data, see docs/validation.md):
   and shifted towards the bulge.
 * The three lowest discs are L3-L4, L4-L5 and L5-S1. Check: with this assignment 78 % of grade-5 discs
   and 0 % of grade-1 discs carry a "degenerative disc" box; shifting the assignment one level up or
-  down lowers that to 32-43 % and raises it for grades 1-2.
+  down lowers that to 32-43 % and raises it for grade 2 (to 4-6 %).
 * The patient number is the 7th ``_``-separated field of the file name (the 6th is the series number).
   Nine patients have two images (two series or slices); both are used, always in the same split.
 """
