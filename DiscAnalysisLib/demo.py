@@ -49,10 +49,17 @@ def _read_back(ctx: DemoContext, progress: Progress) -> list[str]:
     ]
 
 
+def _markers(ctx: DemoContext, progress: Progress) -> list[str]:
+    from .markers.demo_step import markers_demo_step
+
+    return markers_demo_step(ctx, progress)
+
+
 #: The steps, in order. Later capabilities append theirs (segment, markers, grade, fit, register, report).
 DEMO_STEPS: list[tuple[str, DemoStep]] = [
     ("phantom", _write_phantom),
     ("read back", _read_back),
+    ("markers", _markers),
 ]
 
 

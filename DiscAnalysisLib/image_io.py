@@ -274,6 +274,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates the file 0600; give the output the permissions a plain open() would (0666 & ~umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -364,12 +368,12 @@ def describe(path: str | os.PathLike) -> list[ImageInfo]:
         for s in series:
             if s.is_multi_echo:
                 vols, times = read_dicom_echoes_files(s, p)
-                infos.append(_info(vols[0], str(p), times, (f"multi-echo series: {len(times)} echoes x {len(s.files) // len(times)} slices",)))
+                infos.append(describe_image(vols[0], str(p), times, (f"multi-echo series: {len(times)} echoes x {len(s.files) // len(times)} slices",)))
             else:
-                infos.append(_info(_read_series_files(s.files, p), str(p), s.echo_times_ms or None, ()))
+                infos.append(describe_image(_read_series_files(s.files, p), str(p), s.echo_times_ms or None, ()))
         return infos
     image = read_image(p)
-    return [_info(image, str(p), times_ms(image), ())]
+    return [describe_image(image, str(p), times_ms(image), ())]
 
 
 def read_dicom_echoes_files(series: DicomSeries, folder: Path) -> tuple[list[sitk.Image], tuple[float, ...]]:
@@ -390,7 +394,8 @@ def read_dicom_echoes_files(series: DicomSeries, folder: Path) -> tuple[list[sit
     return [_read_series_files(by_time[t], folder) for t in times], times
 
 
-def _info(image: sitk.Image, path: str, times, notes) -> ImageInfo:
+def describe_image(image: sitk.Image, path: str = "", times=None, notes=()) -> ImageInfo:
+    """Describe an already loaded image (the Slicer module's Inspect step uses this on a volume node's image)."""
     known = spacing_known(image)
     return ImageInfo(
         path=path,
