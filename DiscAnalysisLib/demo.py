@@ -55,11 +55,18 @@ def _markers(ctx: DemoContext, progress: Progress) -> list[str]:
     return markers_demo_step(ctx, progress)
 
 
+def _register(ctx: DemoContext, progress: Progress) -> list[str]:
+    from .registration.demo_step import registration_demo_step
+
+    return registration_demo_step(ctx, progress)
+
+
 #: The steps, in order. Later capabilities append theirs (segment, markers, grade, fit, register, report).
 DEMO_STEPS: list[tuple[str, DemoStep]] = [
     ("phantom", _write_phantom),
     ("read back", _read_back),
     ("markers", _markers),
+    ("register", _register),
 ]
 
 

@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     def objective(trial: optuna.Trial) -> float:
         s = RegistrationSettings(
             grid_spacing_mm=trial.suggest_float("grid_spacing_mm", 1.5, 8.0, log=True),
-            bspline_iterations=trial.suggest_int("bspline_iterations", 100, 500, step=50),
+            bspline_iterations=trial.suggest_int("bspline_iterations", 100, 400, step=50),
             rigidity_weight=trial.suggest_float("rigidity_weight", 0.01, 2.0, log=True),
         )
         t0 = time.perf_counter()

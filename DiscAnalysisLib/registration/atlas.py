@@ -17,7 +17,18 @@ from ..errors import InputError
 from ..resources import verified_path
 
 #: SHA-256 of each shipped atlas file (printed by scripts/build_disc_atlas.py).
-ATLAS_SHA256: dict[str, str] = {}
+ATLAS_SHA256: dict[str, str] = {
+    "disc_atlas_2d_L1-L2.nrrd": "b2f7d578bac6b5d32aaaa04d62f631fd21fea06e1f00409f1fa110b685990432",
+    "disc_atlas_2d_L2-L3.nrrd": "c652ffcf0acca3d9c81ccd473dff05ed3f2e14042388a7c42c86cf34908e1943",
+    "disc_atlas_2d_L3-L4.nrrd": "fd544e0bdfcf0450542985ac0d56fd19b788cef7275b76c9a731dbc7a1a8c67d",
+    "disc_atlas_2d_L4-L5.nrrd": "555db9e9a65a72fbb12d3f6de1587c3a933d3213d49d2a1952639c0372a54fa5",
+    "disc_atlas_2d_L5-S1.nrrd": "f80f382f808b526ceb895f7c60ec5b562769e1f5318fd658fbf7b7f2d174d0b5",
+    "disc_atlas_3d_L1-L2.nrrd": "829a1c1de89d53901e5dc25f7ef536247a4e5097b14ad68c5c8f0329c6e28c2e",
+    "disc_atlas_3d_L2-L3.nrrd": "97cee654c5fb2be7c371036a990f7c8cce634829e41cdf72df153031d460fd1b",
+    "disc_atlas_3d_L3-L4.nrrd": "5b99ffa5febbd0fb6fb65d293b3547b524c61ef16fdb25fb1ba170cf1a8e9d8a",
+    "disc_atlas_3d_L4-L5.nrrd": "1968371d53794986167dd9ab62d19f1e1d26dd58e5e3643329e6abfc69557c84",
+    "disc_atlas_3d_L5-S1.nrrd": "555746a138ba6aeb79ec657a768f820108fb8255977ebde400f14707ad6e0fce",
+}
 
 
 def atlas_file(dim: int, level: str) -> str:

@@ -49,6 +49,9 @@ class DiscRegistration:
     registered: dict = field(default_factory=dict)  # name -> image on the atlas disc grid
     patient_voxels: int | None = None
     slice_index: int | None = None  # 2D from 3D: the sagittal slice used (index in the PIR-reoriented volume)
+    # per map/image: distance between its values inside the patient disc and inside the atlas disc after
+    # registration (histogram preservation, as checked in the paper): {"wasserstein": .., "ks": ..}
+    distribution: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -60,7 +63,11 @@ class DiscRegistration:
         metrics = self.transform.metrics_row() if self.transform is not None else {}
         for key in ("dice", "jacobian_mean", "jacobian_sd", "folding_fraction", "inverse_error_mm", "seconds"):
             row[key] = metrics.get(key)
-        return {k: row[k] for k in REPORT_COLUMNS}
+        out = {k: row[k] for k in REPORT_COLUMNS}
+        for name, dist in self.distribution.items():
+            out[f"{name}_wasserstein"] = round(dist["wasserstein"], 4)
+            out[f"{name}_ks"] = round(dist["ks"], 4)
+        return out
 
 
 @dataclass(frozen=True)
@@ -91,13 +98,28 @@ def _run_job(job: _Job) -> DiscRegistration:
         for name, img in job.maps.items():
             reg[name] = to_atlas(tx, img, job.map_interpolator)
         reg["jacobian"] = tx.jacobian
-        return DiscRegistration(job.level, "ok", "", job.dim, tx, reg, job.patient_voxels, job.slice_index)
+        dist = {name: value_distribution_distance(tx, img, reg[name])
+                for name, img in {**job.images, **job.maps}.items()}
+        return DiscRegistration(job.level, "ok", "", job.dim, tx, reg, job.patient_voxels, job.slice_index, dist)
     except DiscSkipped as exc:
         return DiscRegistration(job.level, "skipped", str(exc), job.dim, patient_voxels=job.patient_voxels)
     except Exception as exc:  # noqa: BLE001 - one disc's failure must not stop the others; reported
         log.exception("registration of %s failed", job.level)
         return DiscRegistration(job.level, "failed", f"registration failed: {type(exc).__name__}: {exc}", job.dim,
                                 patient_voxels=job.patient_voxels)
+
+
+def value_distribution_distance(tx: DiscTransform, patient_image: sitk.Image, atlas_image: sitk.Image) -> dict:
+    """Wasserstein-1 distance (image units) and Kolmogorov-Smirnov statistic between the values inside
+    the patient disc (before registration) and inside the atlas disc (after)."""
+    from scipy.stats import ks_2samp, wasserstein_distance
+
+    before_img = sitk.Resample(patient_image, tx.patient_grid, sitk.Transform(), sitk.sitkLinear, 0.0,
+                               sitk.sitkFloat32)
+    before = sitk.GetArrayViewFromImage(before_img)[sitk.GetArrayViewFromImage(tx.patient_grid) > 0]
+    after = sitk.GetArrayViewFromImage(atlas_image)[sitk.GetArrayViewFromImage(tx.atlas_grid) > 0]
+    return {"wasserstein": float(wasserstein_distance(before, after)),
+            "ks": float(ks_2samp(before, after).statistic)}
 
 
 def _prepare(level: str, labelmap: sitk.Image, images: dict, maps: dict, atlas: DiscAtlas, dim: int,
@@ -189,10 +211,12 @@ def register_labelmap(labelmap: sitk.Image, *, images: dict | None = None, maps:
 
 def report_csv(results: list[DiscRegistration]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=REPORT_COLUMNS, lineterminator="\n")
+    rows = [r.to_row() for r in results]
+    columns = list(REPORT_COLUMNS) + sorted({k for row in rows for k in row} - set(REPORT_COLUMNS))
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", restval="")
     writer.writeheader()
-    for r in results:
-        writer.writerow({k: ("" if v is None else v) for k, v in r.to_row().items()})
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
     return buf.getvalue()
 
 
