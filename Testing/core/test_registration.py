@@ -171,3 +171,47 @@ def test_real_disc_masks_reach_goal_dice_with_shipped_atlas():
     assert len(dices) == 5, [r.to_row() for r in results]
     assert np.mean(dices) >= 0.95 and min(dices) >= 0.9, dices
     assert max(r.transform.folding_fraction for r in results) == 0.0
+
+
+def test_shipped_atlas_loads_and_a_tampered_file_is_refused(tmp_path, monkeypatch):
+    import shutil
+
+    from conftest import REPO_ROOT
+
+    from DiscAnalysisLib.registration import atlas as atlas_mod
+
+    monkeypatch.setattr(atlas_mod, "_CACHE", {})
+    shipped = atlas_mod.load_atlas(2)
+    assert shipped.levels == ("L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1")
+    assert all(m.GetDimension() == 2 and sitk.GetArrayViewFromImage(m).max() == 1 for m in shipped.masks.values())
+    copy = tmp_path / "Resources"
+    shutil.copytree(REPO_ROOT / "Resources", copy)
+    with open(copy / "Atlas" / "disc_atlas_3d_L4-L5.nrrd", "ab") as fh:
+        fh.write(b"\0")
+    monkeypatch.setenv("DISCANALYSIS_RESOURCES", str(copy))
+    monkeypatch.setattr(atlas_mod, "_CACHE", {})
+    assert atlas_mod.load_atlas(2).dim == 2  # untouched files still load
+    with pytest.raises(InputError, match="integrity"):
+        atlas_mod.load_atlas(3)
+
+
+def test_cli_register_writes_report_and_rows(tmp_path, capsys):
+    from DiscAnalysisLib.cli.main import main
+
+    lab = _labelmap_with_discs({123: (100.0, 70.0)})
+    arr = sitk.GetArrayFromImage(lab)
+    arr[arr == 23] = 0
+    arr[arr == 123] = 2  # the 1..5-from-L5-S1 numbering: 2 = L4-L5
+    img = sitk.GetImageFromArray(arr)
+    img.CopyInformation(lab)
+    path = tmp_path / "discs.nrrd"
+    sitk.WriteImage(img, str(path))
+    out = tmp_path / "reg"
+    assert main(["--progress", "none", "register", str(path), "--labels", "from_l5s1", "--out", str(out)]) == 0
+    report = (out / "registration_report.csv").read_text().splitlines()
+    assert len(report) == 6
+    l45 = next(line for line in report if line.startswith("L4-L5"))
+    assert ",ok," in l45
+    assert (out / "L4-L5" / "labels.nrrd").is_file() and not (out / "L3-L4").exists()
+    assert "1/5 discs registered" in capsys.readouterr().out
+    assert main(["--progress", "none", "register", str(path), "--out", str(out)]) == 2  # 2 is not a SPINEPS label
