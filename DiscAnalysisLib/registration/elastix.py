@@ -131,7 +131,9 @@ def run_registration(fixed: sitk.Image, moving: sitk.Image, po, field_grid: sitk
         tp.SetParameter(i, "Size", [str(s) for s in field_grid.GetSize()])
         tp.SetParameter(i, "Origin", [f"{o:.9g}" for o in field_grid.GetOrigin()])
         tp.SetParameter(i, "Spacing", [f"{s:.9g}" for s in field_grid.GetSpacing()])
-        tp.SetParameter(i, "Direction", [f"{v:.9g}" for v in field_grid.GetDirection()])
+        # elastix lists the direction matrix column by column (SimpleITK gives it row by row)
+        cols = np.asarray(field_grid.GetDirection()).reshape(d, d).T.ravel()
+        tp.SetParameter(i, "Direction", [f"{v:.9g}" for v in cols])
     with tempfile.TemporaryDirectory(prefix="discanalysis-transformix-") as tmp:
         # transformix writes the field into its output directory (the current one by default)
         tfx = itk.TransformixFilter.New(m_itk, transform_parameter_object=tp, log_to_console=False,
