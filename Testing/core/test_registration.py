@@ -177,7 +177,6 @@ def test_shipped_atlas_loads_and_a_tampered_file_is_refused(tmp_path, monkeypatc
     import shutil
 
     from conftest import REPO_ROOT
-
     from DiscAnalysisLib.registration import atlas as atlas_mod
 
     monkeypatch.setattr(atlas_mod, "_CACHE", {})
