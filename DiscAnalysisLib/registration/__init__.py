@@ -12,12 +12,20 @@ folding fraction) per disc.
 """
 
 from .atlas import DiscAtlas, atlas_from_masks, load_atlas
-from .batch import DiscRegistration, register_labelmap, report_csv, summary, write_registration, write_transform
+from .batch import (
+    DiscRegistration,
+    register_labelmap,
+    report_csv,
+    summary,
+    worker_pool,
+    write_registration,
+    write_transform,
+)
 from .disc import DiscTransform, RegistrationSettings, jacobian_determinant, register_disc, to_atlas, to_patient
 from .geometry import DiscSkipped, midsagittal_slice
 
 __all__ = [
     "DiscAtlas", "DiscRegistration", "DiscSkipped", "DiscTransform", "RegistrationSettings", "atlas_from_masks",
     "jacobian_determinant", "load_atlas", "midsagittal_slice", "register_disc", "register_labelmap", "report_csv",
-    "summary", "to_atlas", "to_patient", "write_registration", "write_transform",
+    "summary", "to_atlas", "to_patient", "worker_pool", "write_registration", "write_transform",
 ]

@@ -157,7 +157,8 @@ def _prepare(level: str, labelmap: sitk.Image, images: dict, maps: dict, atlas: 
 def register_labelmap(labelmap: sitk.Image, *, images: dict | None = None, maps: dict | None = None,
                       settings: RegistrationSettings | None = None, dim: int | None = None,
                       atlas: DiscAtlas | None = None, workers: int = 1, map_interpolator: str = "linear",
-                      progress: ProgressCallback | Progress | None = None) -> list[DiscRegistration]:
+                      progress: ProgressCallback | Progress | None = None,
+                      executor: cf.Executor | None = None) -> list[DiscRegistration]:
     """Register every lumbar disc of ``labelmap`` (SPINEPS labels 120..124) to the atlas.
 
     ``images`` (e.g. T2w echoes) and ``maps`` (T2/T1rho maps) are {name: image} in the labelmap's
@@ -165,6 +166,10 @@ def register_labelmap(labelmap: sitk.Image, *, images: dict | None = None, maps:
     the warped labelmap ("labels", nearest neighbour) and the Jacobian determinant ("jacobian").
     ``dim`` defaults to the labelmap's dimension; ``dim=2`` on a 3D labelmap registers each disc's
     mid-sagittal slice. Returns one row per atlas level, in level order; never raises for one bad disc.
+
+    ``workers > 1`` starts a pool of spawned processes for this call; each pays elastix's one-off load
+    (seconds). Batch runs over many subjects should pass their own ``executor`` from :func:`worker_pool`
+    instead, which is started once and reused (``workers`` is then ignored).
     """
     images, maps = dict(images or {}), dict(maps or {})
     s = settings or RegistrationSettings()
@@ -182,31 +187,41 @@ def register_labelmap(labelmap: sitk.Image, *, images: dict | None = None, maps:
     results: dict[str, DiscRegistration] = {p.level: p for p in prepared if isinstance(p, DiscRegistration)}
     done = 0
     prog.report(0.0, f"registering {len(jobs)} discs")
-    if workers <= 1 or len(jobs) <= 1:
+    if executor is None and (workers <= 1 or len(jobs) <= 1):
         elastix.set_global_threads(s.threads)
         for job in jobs:
             results[job.level] = _run_job(job)
             done += 1
             prog.report(done / max(len(jobs), 1), f"registered {job.level}")
     else:
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
-                                    initializer=_init_worker, initargs=(s.threads,)) as pool:
-            futures = {pool.submit(_run_job, job): job for job in jobs}
-            try:
-                for fut in cf.as_completed(futures):
-                    job = futures[fut]
-                    try:
-                        results[job.level] = fut.result()
-                    except Exception as exc:  # noqa: BLE001 - a crashed worker: report, continue
-                        results[job.level] = DiscRegistration(job.level, "failed",
-                                                              f"worker failed: {type(exc).__name__}: {exc}", dim)
-                    done += 1
-                    prog.report(done / len(jobs), f"registered {job.level}")
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        own = executor is None
+        pool = worker_pool(min(workers, len(jobs)), s.threads) if own else executor
+        futures = {pool.submit(_run_job, job): job for job in jobs}
+        try:
+            for fut in cf.as_completed(futures):
+                job = futures[fut]
+                try:
+                    results[job.level] = fut.result()
+                except Exception as exc:  # noqa: BLE001 - a crashed worker: report, continue
+                    results[job.level] = DiscRegistration(job.level, "failed",
+                                                          f"worker failed: {type(exc).__name__}: {exc}", dim)
+                done += 1
+                prog.report(done / len(jobs), f"registered {job.level}")
+        except BaseException:  # cancelled (or interrupted): drop the discs not started yet
+            for fut in futures:
+                fut.cancel()
+            raise
+        finally:
+            if own:
+                pool.shutdown(wait=True, cancel_futures=True)
     return [results[lv] for lv in disc_levels]
+
+
+def worker_pool(workers: int, threads: int = 1) -> cf.ProcessPoolExecutor:
+    """A pool of spawned worker processes that load elastix once and set ITK's global thread count."""
+    ctx = multiprocessing.get_context("spawn")
+    return cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx, initializer=_init_worker,
+                                  initargs=(threads,))
 
 
 def report_csv(results: list[DiscRegistration]) -> str:
