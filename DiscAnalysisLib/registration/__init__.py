@@ -14,6 +14,7 @@ folding fraction) per disc.
 from .atlas import DiscAtlas, atlas_from_masks, load_atlas
 from .batch import (
     DiscRegistration,
+    RegistrationResults,
     register_labelmap,
     report_csv,
     summary,
@@ -25,7 +26,7 @@ from .disc import DiscTransform, RegistrationSettings, jacobian_determinant, reg
 from .geometry import DiscSkipped, midsagittal_slice
 
 __all__ = [
-    "DiscAtlas", "DiscRegistration", "DiscSkipped", "DiscTransform", "RegistrationSettings", "atlas_from_masks",
+    "DiscAtlas", "DiscRegistration", "DiscSkipped", "DiscTransform", "RegistrationResults", "RegistrationSettings", "atlas_from_masks",
     "jacobian_determinant", "load_atlas", "midsagittal_slice", "register_disc", "register_labelmap", "report_csv",
     "summary", "to_atlas", "to_patient", "worker_pool", "write_registration", "write_transform",
 ]

@@ -70,6 +70,14 @@ class DiscRegistration:
         return out
 
 
+class RegistrationResults(list):
+    """The per-disc outcomes of :func:`register_labelmap` (a list of :class:`DiscRegistration`, level order)."""
+
+    def rows(self) -> list[dict]:
+        """One report row per disc (what ``registration_report.csv`` holds)."""
+        return [r.to_row() for r in self]
+
+
 @dataclass(frozen=True)
 class _Job:
     level: str
@@ -158,7 +166,8 @@ def register_labelmap(labelmap: sitk.Image, *, images: dict | None = None, maps:
                       settings: RegistrationSettings | None = None, dim: int | None = None,
                       atlas: DiscAtlas | None = None, workers: int = 1, map_interpolator: str = "linear",
                       progress: ProgressCallback | Progress | None = None,
-                      executor: cf.Executor | None = None) -> list[DiscRegistration]:
+                      executor: cf.Executor | None = None,
+                      out_dir: str | Path | None = None) -> RegistrationResults:
     """Register every lumbar disc of ``labelmap`` (SPINEPS labels 120..124) to the atlas.
 
     ``images`` (e.g. T2w echoes) and ``maps`` (T2/T1rho maps) are {name: image} in the labelmap's
@@ -169,7 +178,8 @@ def register_labelmap(labelmap: sitk.Image, *, images: dict | None = None, maps:
 
     ``workers > 1`` starts a pool of spawned processes for this call; each pays elastix's one-off load
     (seconds). Batch runs over many subjects should pass their own ``executor`` from :func:`worker_pool`
-    instead, which is started once and reused (``workers`` is then ignored).
+    instead, which is started once and reused (``workers`` is then ignored). With ``out_dir`` the
+    results are also written there (:func:`write_registration`).
     """
     images, maps = dict(images or {}), dict(maps or {})
     s = settings or RegistrationSettings()
@@ -214,7 +224,10 @@ def register_labelmap(labelmap: sitk.Image, *, images: dict | None = None, maps:
         finally:
             if own:
                 pool.shutdown(wait=True, cancel_futures=True)
-    return [results[lv] for lv in disc_levels]
+    out = RegistrationResults(results[lv] for lv in disc_levels)
+    if out_dir is not None:
+        write_registration(out, out_dir)
+    return out
 
 
 def worker_pool(workers: int, threads: int = 1) -> cf.ProcessPoolExecutor:

@@ -135,6 +135,7 @@ def test_labelmap_rows_for_missing_and_edge_touching_discs(synthetic_atlas, tmp_
     core = sitk.BinaryErode(rows["L4-L5"].transform.atlas_grid, [3, 3])  # away from the blended boundary
     inside = sitk.GetArrayViewFromImage(core) > 0
     assert np.allclose(t2_reg[inside], 30.0 + 0.5 * 123, atol=0.5)
+    assert [row["status"] for row in results.rows()] == ["skipped", "skipped", "skipped", "ok", "skipped"]
     written = write_registration(results, tmp_path)
     csv_text = written["report"].read_text()
     assert csv_text.count("\n") == 6 and "touches the image edge" in csv_text

@@ -42,7 +42,7 @@ def test_sagittal_view_puts_anterior_left_and_superior_up(phantom):
 
 def test_html_is_self_contained_and_has_one_row_per_level(phantom, tmp_path):
     path = write_report(_report(phantom), tmp_path / "r.html")
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     assert not re.search(r"""(src|href)\s*=\s*['"]?(https?:|//|file:)""", text), "external resource referenced"
     assert text.count("data:image/png;base64,") == 2
     assert re.findall(r"data-level='([^']+)'", text) == list(phantom.grades)

@@ -1,0 +1,415 @@
+"""From network probabilities to named levels: components, cross-slice consistency, level counting, QC.
+
+Works in the canonical sagittal layout (n_slices, rows superior -> inferior, cols anterior -> posterior)
+with spacing (left-right, superior-inferior, anterior-posterior) in mm.
+
+Level naming follows the voxel-based relaxometry pipeline: discs are counted upward from L5-S1, the
+lowest disc above the sacrum. Discs above the fifth from the bottom (T12-L1, thoracic discs) are not
+lumbar and are left out of the labelmap (their number is reported). Vertebral bodies are named from the
+discs around them (L1 above L1-L2 ... L5 above L5-S1, S1 below L5-S1).
+
+The sacrum counts as detected when vertebral-body tissue continues below the lowest disc for at least
+:attr:`PostprocessSettings.sacrum_min_mm` without another disc, and the lowest disc does not touch the
+lower edge of the field of view. Otherwise the lowest disc is still taken for L5-S1 and the result is
+flagged ``sacrum_not_detected``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .. import levels as lv
+from .network import DISC, VERTEBRA
+
+
+@dataclass(frozen=True)
+class PostprocessSettings:
+    """Thresholds of the post-processing (mm, mm^2, mm^3)."""
+
+    #: Smallest disc component kept, as a fraction of the largest disc component (kept low: a collapsed disc
+    #: is small, and dropping it would shift every level above it).
+    min_disc_fraction: float = 0.05
+    #: Smallest disc component kept, absolute (mm^3 in 3D, mm^2 in 2D).
+    min_disc_size: float = 40.0
+    #: A disc must be present on at least this many adjacent sagittal slices (3D only, slices >= 2 mm apart count 1).
+    min_disc_slices: int = 1
+    #: Vertebral tissue below the lowest disc needed to call the sacrum detected (mm along the spine).
+    sacrum_min_mm: float = 10.0
+    #: Disc size (area in 2D / volume in 3D) below this fraction of the median disc is flagged implausible.
+    small_fraction: float = 0.35
+    #: ... and above this multiple of the median disc.
+    large_factor: float = 2.5
+    #: Disc pieces closer than this (mm, centroid to centroid in the sagittal plane) are one disc.
+    merge_mm: float = 10.0
+    #: Components whose anterior-posterior centre is further than this (mm) from the column are dropped.
+    off_axis_mm: float = 30.0
+    #: ... or further than this (mm) from the column's curve fitted through the larger discs (>= 4 of them).
+    off_curve_mm: float = 20.0
+    #: Components whose left-right centre is further than this (mm) from that of the larger discs are lateral
+    #: structures (foramina, psoas), not a disc of the column (3D only).
+    off_midline_mm: float = 15.0
+    #: Small disc-like components below the lowest full-size disc (the rudimentary S1-S2 disc of the sacrum)
+    #: are dropped when smaller than this fraction of the median disc.
+    sacral_remnant_fraction: float = 0.25
+    #: ... or shorter (anterior-posterior) than this fraction of the median disc depth.
+    sacral_remnant_depth: float = 0.8
+    #: ... or both smaller than this fraction of the median disc and less confident than this (mean softmax).
+    #: These three thresholds were set on the pfirrmann_sudirman weak-label (training) patients, never on the
+    #: held-out ones (docs/validation.md).
+    uncertain_size_fraction: float = 0.75
+    uncertain_confidence: float = 0.88
+    #: Fraction of vertebral-body voxels expected just above/below a disc (see assign_levels).
+    min_bone_support: float = 0.2
+    #: A disc-to-disc distance above this multiple of the median distance means a disc was not found there:
+    #: the count skips a level instead of shifting every level above it.
+    gap_factor: float = 1.6
+    #: Extent of S1 / L1 kept below / above the outermost lumbar discs, as a multiple of the median vertebral height.
+    end_vertebra_factor: float = 1.3
+
+    def to_row(self) -> dict:
+        return {f"post_{k}": v for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class LevelRow:
+    """One lumbar level (disc or vertebra): found or not, its size, confidence and QC flags."""
+
+    level: str
+    label: int
+    found: bool
+    voxels: int = 0
+    size_mm: float = float("nan")  # mm^3 for a 3D image, mm^2 for one slice
+    confidence: float = float("nan")  # mean softmax probability of the class inside the component
+    slices: int = 0  # sagittal slices the structure appears on
+    flags: tuple[str, ...] = ()
+    reason: str = ""
+
+    def to_row(self) -> dict:
+        return {
+            "level": self.level,
+            "label": self.label,
+            "found": self.found,
+            "voxels": self.voxels,
+            "size_mm": None if not np.isfinite(self.size_mm) else round(float(self.size_mm), 2),
+            "size_unit": "",
+            "confidence": None if not np.isfinite(self.confidence) else round(float(self.confidence), 4),
+            "slices": self.slices,
+            "flags": ";".join(self.flags),
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class _Disc:
+    mask: np.ndarray  # bool, canonical stack layout
+    centroid_mm: np.ndarray  # (lr, si, ap) in mm
+    normal: np.ndarray  # unit vector (lr, si, ap) pointing inferior
+    size: float
+    confidence: float
+    slices: int
+    touches_edge: bool
+
+    @property
+    def depth_mm(self) -> float:
+        """Anterior-posterior length along the disc plane (sqrt(12 var) of the long in-plane axis)."""
+        return _long_axis_mm(self.mask, self.spacing)
+
+    spacing: np.ndarray = None  # type: ignore[assignment]
+
+
+def _long_axis_mm(mask: np.ndarray, spacing: np.ndarray) -> float:
+    pts = np.argwhere(mask).astype(float)[:, 1:] * spacing[1:]
+    if len(pts) < 3:
+        return 0.0
+    w = np.linalg.eigvalsh(np.cov(pts.T) + 1e-9 * np.eye(2))
+    return float(np.sqrt(12 * w[-1]))
+
+
+def _components(mask: np.ndarray, spacing: tuple[float, float, float]) -> tuple[np.ndarray, int]:
+    # 3D connectivity across adjacent sagittal slices (faces only) keeps one disc one component
+    structure = ndi.generate_binary_structure(3, 1)
+    return ndi.label(mask, structure=structure)
+
+
+def _disc_geometry(mask: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pts = np.argwhere(mask).astype(float) * spacing
+    c = pts.mean(axis=0)
+    # normal = direction of least spread in the sagittal plane (si, ap); discs are thin along the spine axis
+    d2 = pts[:, 1:] - c[1:]
+    if len(d2) >= 3:
+        w, v = np.linalg.eigh(np.cov(d2.T) + 1e-9 * np.eye(2))
+        n2 = v[:, 0]
+    else:
+        n2 = np.array([1.0, 0.0])
+    if n2[0] < 0:
+        n2 = -n2  # point inferior (+si)
+    return c, np.array([0.0, n2[0], n2[1]])
+
+
+def find_discs(probs: np.ndarray, spacing: tuple[float, float, float], settings: PostprocessSettings) -> list[_Disc]:
+    """Disc components after size filtering, sorted superior -> inferior by centroid."""
+    cls = np.argmax(probs, axis=1)
+    mask = cls == DISC
+    sp = np.asarray(spacing, dtype=float)
+    voxel = float(np.prod(sp)) if probs.shape[0] > 1 else float(sp[1] * sp[2])
+    lab, n = _components(mask, spacing)
+    if n == 0:
+        return []
+    sizes = ndi.sum(mask, lab, index=np.arange(1, n + 1)) * voxel
+    largest = float(sizes.max())
+    discs = []
+    shape = mask.shape
+    for i, size in enumerate(sizes, start=1):
+        if size < max(settings.min_disc_size, settings.min_disc_fraction * largest):
+            continue
+        m = lab == i
+        ks = np.unique(np.nonzero(m)[0])
+        if probs.shape[0] > 1 and len(ks) < settings.min_disc_slices:
+            continue
+        c, nrm = _disc_geometry(m, sp)
+        conf = float(probs[:, DISC][m].mean())
+        edge = bool(m[:, 0].any() or m[:, -1].any() or m[:, :, 0].any() or m[:, :, -1].any())
+        if shape[0] > 1:
+            edge = edge or bool(m[0].any() or m[-1].any()) and len(ks) < shape[0]
+        discs.append(_Disc(m, c, nrm, float(size), conf, len(ks), edge, sp))
+    discs.sort(key=lambda d: d.centroid_mm[1])
+    return _merge_and_filter(discs, probs, sp, settings)
+
+
+def _bone_support(disc: _Disc, vert: np.ndarray, sp: np.ndarray) -> tuple[float, float]:
+    """Fraction of vertebral-body voxels just above / below the disc (mask shifted along its normal)."""
+    out = []
+    for sign in (-1.0, 1.0):
+        best = 0.0
+        for t_mm in (5.0, 9.0):
+            shift = np.rint(sign * t_mm * disc.normal / sp).astype(int)
+            idx = np.argwhere(disc.mask) + shift
+            ok = np.all((idx >= 0) & (idx < np.array(vert.shape)), axis=1)
+            if ok.any():
+                idx = idx[ok]
+                best = max(best, float(vert[idx[:, 0], idx[:, 1], idx[:, 2]].mean()))
+        out.append(best)
+    return out[0], out[1]
+
+
+def _merge_and_filter(discs: list[_Disc], probs: np.ndarray, sp: np.ndarray, settings: PostprocessSettings) -> list[_Disc]:
+    """Merge pieces of one disc (split left/right or by a fissure) and drop blobs off the spinal column.
+
+    Pieces whose centroids lie closer than ``merge_mm`` in the sagittal plane are one disc. A component whose
+    anterior-posterior centre is more than ``off_axis_mm`` from the median of the larger discs is not on
+    the column (psoas, bowel, posterior fat) and is dropped.
+    """
+    if len(discs) < 2:
+        return discs
+    big = [d for d in discs if d.size >= 0.3 * max(x.size for x in discs)]
+    lr_med = float(np.median([d.centroid_mm[0] for d in big]))
+    if len(big) >= 4:
+        # The column is curved (lordosis): expected anterior-posterior position of a disc is a quadratic in
+        # its superior-inferior position, fitted to the larger discs with one robust refit.
+        si = np.array([d.centroid_mm[1] for d in big])
+        ap = np.array([d.centroid_mm[2] for d in big])
+        coef = np.polyfit(si, ap, 2)
+        res = np.abs(np.polyval(coef, si) - ap)
+        keep = res <= max(settings.off_curve_mm, 2 * float(np.median(res)))
+        if keep.sum() >= 4:
+            coef = np.polyfit(si[keep], ap[keep], 2)
+
+        def off_axis(d: _Disc) -> float:
+            return abs(float(np.polyval(coef, d.centroid_mm[1])) - d.centroid_mm[2])
+
+        limit = settings.off_curve_mm
+    else:
+        ap_med = float(np.median([d.centroid_mm[2] for d in big]))
+
+        def off_axis(d: _Disc) -> float:
+            return abs(d.centroid_mm[2] - ap_med)
+
+        limit = settings.off_axis_mm
+    discs = [d for d in discs if off_axis(d) <= limit and abs(d.centroid_mm[0] - lr_med) <= settings.off_midline_mm]
+    merged: list[_Disc] = []
+    for d in discs:
+        if merged and np.linalg.norm(d.centroid_mm[1:] - merged[-1].centroid_mm[1:]) < settings.merge_mm:
+            m = merged[-1].mask | d.mask
+            c, nrm = _disc_geometry(m, sp)
+            ks = np.unique(np.nonzero(m)[0])
+            merged[-1] = _Disc(
+                m, c, nrm, merged[-1].size + d.size, float(probs[:, DISC][m].mean()), len(ks),
+                merged[-1].touches_edge or d.touches_edge, sp,
+            )
+        else:
+            merged.append(d)
+    return merged
+
+
+def _count_with_gaps(discs: list[_Disc], gap_factor: float) -> list[int]:
+    """Level slot of each disc counted from the bottom (0 = lowest), skipping slots across large gaps."""
+    if not discs:
+        return []
+    c = np.array([d.centroid_mm[1:] for d in discs])
+    gaps = np.linalg.norm(np.diff(c, axis=0), axis=1)
+    slots = [0] * len(discs)
+    if len(gaps) >= 2:
+        ref = float(np.median(gaps))
+    else:
+        ref = float("inf")
+    for i in range(len(discs) - 2, -1, -1):  # from the bottom upward
+        step = 1
+        if np.isfinite(ref) and gaps[i] > gap_factor * ref:
+            step = int(round(gaps[i] / ref))
+        slots[i] = slots[i + 1] + max(step, 1)
+    return slots
+
+
+def _plane_distance(points_mm: np.ndarray, disc: _Disc) -> np.ndarray:
+    """Signed distance (mm) of points from the disc's mid-plane; positive = inferior of it."""
+    return (points_mm - disc.centroid_mm) @ disc.normal
+
+
+def assign_levels(
+    probs: np.ndarray, spacing: tuple[float, float, float], settings: PostprocessSettings | None = None
+) -> tuple[np.ndarray, list[LevelRow], list[str]]:
+    """Label values (canonical layout), one row per lumbar level, and whole-image flags.
+
+    ``probs``: (n_slices, classes, rows, cols) softmax output; ``spacing``: (lr, si, ap) in mm.
+    """
+    settings = settings or PostprocessSettings()
+    sp = np.asarray(spacing, dtype=float)
+    n_sl = probs.shape[0]
+    voxel = float(np.prod(sp)) if n_sl > 1 else float(sp[1] * sp[2])
+    cls = np.argmax(probs, axis=1)
+    out = np.zeros(cls.shape, dtype=np.uint8)
+    flags: list[str] = []
+    discs = find_discs(probs, spacing, settings)
+    # The rudimentary S1-S2 disc inside the sacrum is small and short (anterior-posterior), while a collapsed
+    # L5-S1 loses height but keeps its depth: never take the remnant for L5-S1.
+    while len(discs) >= 3:
+        med_size = float(np.median([d.size for d in discs[:-1]]))
+        med_depth = float(np.median([d.depth_mm for d in discs[:-1]]))
+        low = discs[-1]
+        weak = low.size < settings.uncertain_size_fraction * med_size and low.confidence < settings.uncertain_confidence
+        if low.size < settings.sacral_remnant_fraction * med_size or low.depth_mm < settings.sacral_remnant_depth * med_depth or weak:
+            discs = discs[:-1]
+            if "small_disc_below_L5-S1_ignored" not in flags:
+                flags.append("small_disc_below_L5-S1_ignored")
+        else:
+            break
+    # Bright structures below the column (bowel, bladder, pelvic vessels) can look like a disc. A disc sits
+    # on a vertebral body: drop bottom candidates with no bone just above them, or separated from the disc
+    # above by much more than one vertebra, before the count starts. Skipped when the network found little
+    # vertebral tissue around the discs (e.g. an unusual contrast), where the test would say nothing.
+    vert_mask = cls == VERTEBRA
+    if len(discs) >= 3:
+        support = [_bone_support(d, vert_mask, sp) for d in discs]
+        use_support = float(np.median([min(a, b) for a, b in support])) >= settings.min_bone_support
+        while len(discs) >= 3:
+            gaps = [np.linalg.norm(discs[i + 1].centroid_mm[1:] - discs[i].centroid_mm[1:]) for i in range(len(discs) - 1)]
+            far = gaps[-1] > settings.gap_factor * float(np.median(gaps[:-1]))
+            if far or (use_support and support[-1][0] < settings.min_bone_support):
+                discs, support = discs[:-1], support[:-1]
+                if "structure_below_spine_ignored" not in flags:
+                    flags.append("structure_below_spine_ignored")
+            else:
+                break
+
+    # ---- vertebral tissue (used for the sacrum test and for naming bodies)
+    vert = cls == VERTEBRA
+    vpts_idx = np.argwhere(vert)
+    vpts = vpts_idx.astype(float) * sp
+
+    sacrum = False
+    if discs:
+        low = discs[-1]
+        if vpts.size:
+            d = _plane_distance(vpts, low)
+            near = np.abs((vpts - low.centroid_mm)[:, 2]) < 25.0  # within 25 mm AP of the disc centre
+            below = d[(d > 0) & near]
+            sacrum = below.size > 0 and float(below.max()) >= settings.sacrum_min_mm and not low.mask[:, -1].any()
+        if not sacrum:
+            flags.append("sacrum_not_detected")
+
+    # Count upward from the lowest disc; a gap of about k disc spacings means k - 1 discs were not found.
+    slots = _count_with_gaps(discs, settings.gap_factor)  # position from the bottom (0 = L5-S1) per disc
+    if len(slots) and slots[0] + 1 > len(discs):
+        flags.append("gap_between_discs")
+    lumbar = [d for d, s in zip(discs, slots, strict=True) if s < 5]
+    names = [lv.DISCS[4 - s] for s in slots if s < 5]
+    extra = len(discs) - len(lumbar)
+    if extra:
+        flags.append(f"extra_discs_above_L1-L2:{extra}")
+    sizes = np.array([d.size for d in lumbar]) if lumbar else np.array([])
+    med = float(np.median(sizes)) if sizes.size else float("nan")
+
+    rows: dict[str, LevelRow] = {}
+    for name, d in zip(names, lumbar, strict=True):
+        f = []
+        if d.touches_edge:
+            f.append("touches_fov_edge")
+        if len(lumbar) >= 3 and d.size < settings.small_fraction * med:
+            f.append("implausibly_small")
+        if len(lumbar) >= 3 and d.size > settings.large_factor * med:
+            f.append("implausibly_large")
+        if name == "L5-S1" and not sacrum:
+            f.append("assumed_L5-S1_sacrum_not_detected")
+        out[d.mask] = lv.DISC_LABELS[name]
+        rows[name] = LevelRow(name, lv.DISC_LABELS[name], True, int(d.mask.sum()), d.size, d.confidence, d.slices, tuple(f))
+
+    # ---- vertebral bodies between consecutive discs
+    if lumbar and vpts.size:
+        dist = np.stack([_plane_distance(vpts, d) for d in lumbar], axis=1)  # (points, discs)
+        gaps = [lumbar[i + 1].centroid_mm[1] - lumbar[i].centroid_mm[1] for i in range(len(lumbar) - 1)]
+        vh = float(np.median(gaps)) if gaps else 30.0  # disc-to-disc spacing ~ vertebral height + disc
+        vert_names = [n.split("-")[0] for n in names] + ["S1"]
+        # body k lies below disc k-1 and above disc k; the first body (above the top disc) and S1 below the
+        # bottom disc are limited to end_vertebra_factor * vh.
+        for k, vname in enumerate(vert_names):
+            above_ok = dist[:, k - 1] > 0 if k > 0 else np.ones(len(vpts), bool)
+            below_ok = dist[:, k] < 0 if k < len(lumbar) else np.ones(len(vpts), bool)
+            sel = above_ok & below_ok
+            if k == 0:
+                sel &= dist[:, 0] > -settings.end_vertebra_factor * vh
+            if k == len(lumbar):
+                sel &= dist[:, -1] < settings.end_vertebra_factor * vh
+            if vname == "S1" and not sacrum:
+                sel &= False
+            if 0 < k < len(lumbar) and lv.DISCS.index(names[k]) - lv.DISCS.index(names[k - 1]) != 1:
+                sel &= False  # a disc is missing between these two: the tissue spans two bodies
+            if not sel.any():
+                continue
+            m = np.zeros(cls.shape, dtype=bool)
+            idx = vpts_idx[sel]
+            m[idx[:, 0], idx[:, 1], idx[:, 2]] = True
+            # keep the largest connected piece (drops posterior elements / stray pixels on the other side)
+            lab, n = _components(m, spacing)
+            if n > 1:
+                sizes_v = ndi.sum(m, lab, index=np.arange(1, n + 1))
+                m = lab == (1 + int(np.argmax(sizes_v)))
+            size = float(m.sum()) * voxel
+            if size < settings.min_disc_size:
+                continue
+            f = []
+            if bool(m[:, 0].any() or m[:, -1].any()):
+                f.append("touches_fov_edge")
+            out[m & (out == 0)] = lv.VERTEBRA_LABELS[vname]
+            conf = float(probs[:, VERTEBRA][m].mean())
+            rows[vname] = LevelRow(
+                vname, lv.VERTEBRA_LABELS[vname], True, int(m.sum()), size, conf, len(np.unique(np.nonzero(m)[0])), tuple(f)
+            )
+
+    ordered = []
+    for name in (*lv.DISCS, *lv.VERTEBRAE):
+        label = lv.NAME_TO_LABEL[name]
+        if name in rows:
+            ordered.append(rows[name])
+        else:
+            reason = "not found in the image (outside the field of view or not segmented)"
+            if name in lv.DISCS and len(lumbar) < 5:
+                reason = f"only {len(lumbar)} lumbar disc(s) found counting upward from L5-S1; none at this level"
+            if name == "S1" and not sacrum:
+                reason = "sacrum not detected below the lowest disc"
+            ordered.append(LevelRow(name, label, False, flags=("missing",), reason=reason))
+    if any(not r.found for r in ordered if r.level in lv.DISCS):
+        flags.append("disc_level_missing")
+    return out, ordered, flags

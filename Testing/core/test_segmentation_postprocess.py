@@ -1,0 +1,139 @@
+"""Post-processing of segmentation probabilities on synthetic label arrays of known truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from DiscAnalysisLib import levels as lv
+from DiscAnalysisLib.segmentation.postprocess import assign_levels
+
+
+def spine(n_discs=6, sacrum=True, n_slices=5, rows=260, cols=120, disc_h=8, body_h=26, top=10, ap=(30, 70)):
+    """Class map (n_slices, rows S->I, cols A->P): 0 bg, 1 disc, 2 vertebra; discs listed top -> bottom."""
+    cls = np.zeros((n_slices, rows, cols), np.uint8)
+    y = top
+    disc_rows = []
+    for _i in range(n_discs):
+        cls[:, y : y + body_h, ap[0] : ap[1]] = 2
+        y += body_h
+        cls[:, y : y + disc_h, ap[0] : ap[1]] = 1
+        disc_rows.append((y, y + disc_h))
+        y += disc_h
+    if sacrum:
+        cls[:, y : y + 30, ap[0] : ap[1]] = 2
+    return cls, disc_rows
+
+
+def probs_of(cls, p=0.9):
+    k = 3
+    out = np.full((cls.shape[0], k, *cls.shape[1:]), (1 - p) / (k - 1), np.float32)
+    for c in range(k):
+        out[:, c][cls == c] = p
+    return out
+
+
+def rows_by_level(rows):
+    return {r.level: r for r in rows}
+
+
+def test_levels_counted_upward_from_sacrum_and_extra_thoracic_disc_ignored():
+    cls, disc_rows = spine(n_discs=6, sacrum=True)
+    labels, rows, flags = assign_levels(probs_of(cls), (1.0, 1.0, 1.0))
+    r = rows_by_level(rows)
+    # the lowest disc is L5-S1, the sixth from the bottom (T12-L1) is not labelled
+    for name, (y0, y1) in zip(reversed(lv.DISCS), reversed(disc_rows[1:]), strict=True):
+        assert set(np.unique(labels[:, y0:y1, 40:60])) == {lv.DISC_LABELS[name]}, name
+        assert r[name].found and r[name].confidence == pytest.approx(0.9, abs=1e-6)
+    y0, y1 = disc_rows[0]
+    assert not labels[:, y0:y1].any()
+    assert "extra_discs_above_L1-L2:1" in flags
+    assert "sacrum_not_detected" not in flags
+    # vertebrae: L5 between L4-L5 and L5-S1, S1 below L5-S1
+    l5 = labels[:, disc_rows[4][1] + 5, 50]
+    s1 = labels[:, disc_rows[5][1] + 5, 50]
+    assert set(l5) == {lv.VERTEBRA_LABELS["L5"]} and set(s1) == {lv.VERTEBRA_LABELS["S1"]}
+    assert all(r[v].found for v in lv.VERTEBRAE)
+    assert not any("missing" in x.flags for x in rows)
+
+
+def test_missing_top_level_flagged_not_invented():
+    cls, disc_rows = spine(n_discs=4, sacrum=True)
+    labels, rows, flags = assign_levels(probs_of(cls), (1.0, 1.0, 1.0))
+    r = rows_by_level(rows)
+    assert not r["L1-L2"].found and "missing" in r["L1-L2"].flags and r["L1-L2"].reason
+    assert r["L2-L3"].found and r["L5-S1"].found
+    assert "disc_level_missing" in flags
+    assert lv.DISC_LABELS["L1-L2"] not in np.unique(labels)
+    assert len(rows) == len(lv.DISCS) + len(lv.VERTEBRAE)
+
+
+def test_no_sacrum_flags_assumed_l5s1():
+    cls, _ = spine(n_discs=5, sacrum=False)
+    labels, rows, flags = assign_levels(probs_of(cls), (1.0, 1.0, 1.0))
+    r = rows_by_level(rows)
+    assert "sacrum_not_detected" in flags
+    assert "assumed_L5-S1_sacrum_not_detected" in r["L5-S1"].flags
+    assert not r["S1"].found
+
+
+def test_disc_touching_field_of_view_edge_flagged():
+    cls, disc_rows = spine(n_discs=5, ap=(0, 60))  # everything touches the anterior edge
+    labels, rows, flags = assign_levels(probs_of(cls), (1.0, 1.0, 1.0))
+    r = rows_by_level(rows)
+    assert all("touches_fov_edge" in r[d].flags for d in lv.DISCS)
+
+
+def test_small_fragments_removed_and_implausible_size_flagged():
+    cls, disc_rows = spine(n_discs=5)
+    cls[:, 5:7, 100:102] = 1  # a 2x2 fragment: not a disc
+    y0, y1 = disc_rows[2]
+    cls[:, y0:y1, 30:70] = 2
+    cls[:, y0 + 2 : y1 - 2, 40:60] = 1  # L3-L4 shrunk to a quarter of the others (collapsed disc)
+    labels, rows, flags = assign_levels(probs_of(cls), (1.0, 1.0, 1.0))
+    r = rows_by_level(rows)
+    assert "implausibly_small" in r["L3-L4"].flags
+    assert not labels[:, 5:7, 100:102].any()
+    assert "implausibly_small" not in r["L4-L5"].flags
+
+
+def test_single_slice_2d_counts_levels():
+    cls, disc_rows = spine(n_discs=5, n_slices=1)
+    labels, rows, flags = assign_levels(probs_of(cls), (1.0, 0.8, 0.8))
+    r = rows_by_level(rows)
+    assert all(r[d].found for d in lv.DISCS)
+    assert r["L4-L5"].size_mm == pytest.approx(8 * 40 * 0.64)
+
+
+def test_gap_in_the_disc_row_skips_a_level_instead_of_shifting_the_count():
+    cls, disc_rows = spine(n_discs=5)
+    y0, y1 = disc_rows[2]
+    cls[:, y0:y1] = np.where(cls[:, y0:y1] == 1, 2, cls[:, y0:y1])  # L3-L4 not segmented at all
+    labels, rows, flags = assign_levels(probs_of(cls), (1.0, 1.0, 1.0))
+    r = rows_by_level(rows)
+    assert not r["L3-L4"].found
+    assert r["L1-L2"].found and r["L2-L3"].found
+    y0, y1 = disc_rows[0]
+    assert set(np.unique(labels[:, y0:y1, 40:60])) == {lv.DISC_LABELS["L1-L2"]}
+    assert "gap_between_discs" in flags and "disc_level_missing" in flags
+
+
+def test_rudimentary_sacral_disc_is_not_taken_for_l5s1():
+    cls, disc_rows = spine(n_discs=5, sacrum=True)
+    y = disc_rows[-1][1] + 15
+    cls[:, y : y + 3, 45:60] = 1  # S1-S2 remnant: thin, short, inside the sacrum
+    labels, rows, flags = assign_levels(probs_of(cls), (1.0, 1.0, 1.0))
+    r = rows_by_level(rows)
+    y0, y1 = disc_rows[-1]
+    assert set(np.unique(labels[:, y0:y1, 40:60])) == {lv.DISC_LABELS["L5-S1"]}
+    assert "small_disc_below_L5-S1_ignored" in flags and r["L1-L2"].found
+
+
+def test_lateral_blob_off_the_midline_is_not_a_disc():
+    cls, disc_rows = spine(n_discs=5, n_slices=40)
+    cls[:10] = 0  # the column occupies slices 10..39
+    y0 = (disc_rows[1][1] + disc_rows[2][0]) // 2
+    cls[0:6, y0 : y0 + 6, 40:60] = 1  # lateral blob between L2-L3 and L3-L4, far from the midline
+    labels, rows, flags = assign_levels(probs_of(cls), (1.0, 1.0, 1.0))
+    assert not labels[0:6, y0 : y0 + 6].any()
+    assert all(r.found for r in rows if r.level in lv.DISCS)
