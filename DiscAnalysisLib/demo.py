@@ -55,6 +55,12 @@ def _markers(ctx: DemoContext, progress: Progress) -> list[str]:
     return markers_demo_step(ctx, progress)
 
 
+def _register(ctx: DemoContext, progress: Progress) -> list[str]:
+    from .registration.demo_step import registration_demo_step
+
+    return registration_demo_step(ctx, progress)
+
+
 def _fit_relaxometry(ctx: DemoContext, progress: Progress) -> list[str]:
     from .relaxometry.pipeline import demo_step
 
@@ -138,6 +144,7 @@ DEMO_STEPS: list[tuple[str, DemoStep]] = [
     ("cohort statistics", _cohort_stats),
     ("segment", _segment),
     ("grade", _grade),
+    ("register", _register),
 ]
 
 

@@ -21,7 +21,7 @@ from ..errors import CancelledError, DiscAnalysisError
 
 #: Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS: tuple[str, ...] = (
-    "info", "segment", "markers", "grade", "fit", "run", "batch", "stats", "classify", "demo",
+    "info", "segment", "markers", "grade", "fit", "run", "batch", "stats", "classify", "register", "demo",
 )
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
