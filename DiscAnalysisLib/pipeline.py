@@ -37,7 +37,6 @@ from .progress import Progress, ProgressCallback
 log = logging.getLogger(__name__)
 
 DONE_FILE = "done.json"
-STEPS = ("segment", "markers", "grade", "relaxometry", "register", "report")
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,9 @@ class PatientInputs:
 @dataclass(frozen=True)
 class PipelineSettings:
     register: bool = False
+    #: 2 registers each disc's mid-sagittal slice (validated: mean Dice 0.961, about 1 s per disc); 3 the
+    #: whole disc (mean Dice 0.934, about 16 CPU s per disc); None follows the labelmap's dimension.
+    register_dim: int | None = 2
     report: bool = True
     tta: bool = True
     synthetic: bool = False
@@ -207,7 +209,13 @@ def run_patient(
         t0 = time.perf_counter()
         from .registration import register_labelmap
 
-        reg = register_labelmap(labels, out_dir=out / "registration", progress=prog.sub(0.8, 0.9))
+        maps = {}
+        for kind, name in (("t2", "T2_ms"), ("t1rho", "T1rho_ms")):
+            path = out / f"relaxometry_{kind}" / f"{name}.nrrd"
+            if path.is_file():
+                maps[name] = read_image(path)
+        reg = register_labelmap(labels, maps=maps or None, dim=settings.register_dim,
+                                out_dir=out / "registration", progress=prog.sub(0.8, 0.9))
         files["registration"] = str(out / "registration")
         for row in getattr(reg, "rows", lambda: [])():
             if row.get("status") not in (None, "ok"):
