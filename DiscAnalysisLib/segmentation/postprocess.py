@@ -17,6 +17,7 @@ flagged ``sacrum_not_detected``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -51,6 +52,8 @@ class PostprocessSettings:
     #: Components whose left-right centre is further than this (mm) from that of the larger discs are lateral
     #: structures (foramina, psoas), not a disc of the column (3D only).
     off_midline_mm: float = 15.0
+    #: Components larger than this multiple of the median disc are tested for two fused discs (split).
+    split_factor: float = 1.6
     #: Small disc-like components below the lowest full-size disc (the rudimentary S1-S2 disc of the sacrum)
     #: are dropped when smaller than this fraction of the median disc.
     sacral_remnant_fraction: float = 0.25
@@ -112,16 +115,21 @@ class _Disc:
     slices: int
     touches_edge: bool
 
-    @property
-    def depth_mm(self) -> float:
-        """Anterior-posterior length along the disc plane (sqrt(12 var) of the long in-plane axis)."""
-        return _long_axis_mm(self.mask, self.spacing)
-
     spacing: np.ndarray = None  # type: ignore[assignment]
 
+    @cached_property
+    def idx(self) -> np.ndarray:
+        """Voxel indices (n, 3) of the disc (computed once)."""
+        return np.argwhere(self.mask)
 
-def _long_axis_mm(mask: np.ndarray, spacing: np.ndarray) -> float:
-    pts = np.argwhere(mask).astype(float)[:, 1:] * spacing[1:]
+    @cached_property
+    def depth_mm(self) -> float:
+        """Anterior-posterior length along the disc plane (sqrt(12 var) of the long in-plane axis)."""
+        return _long_axis_mm(self.idx, self.spacing)
+
+
+def _long_axis_mm(idx: np.ndarray, spacing: np.ndarray) -> float:
+    pts = idx.astype(float)[:, 1:] * spacing[1:]
     if len(pts) < 3:
         return 0.0
     w = np.linalg.eigvalsh(np.cov(pts.T) + 1e-9 * np.eye(2))
@@ -158,15 +166,18 @@ def find_discs(probs: np.ndarray, spacing: tuple[float, float, float], settings:
     lab, n = _components(mask, spacing)
     if n == 0:
         return []
-    sizes = ndi.sum(mask, lab, index=np.arange(1, n + 1)) * voxel
+    lab, n = _split_fused(lab, n, voxel, settings)
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:] * voxel
     largest = float(sizes.max())
     discs = []
     shape = mask.shape
+    boxes = ndi.find_objects(lab)
     for i, size in enumerate(sizes, start=1):
         if size < max(settings.min_disc_size, settings.min_disc_fraction * largest):
             continue
-        m = lab == i
-        ks = np.unique(np.nonzero(m)[0])
+        m = np.zeros(shape, dtype=bool)
+        m[boxes[i - 1]] = lab[boxes[i - 1]] == i
+        ks = np.flatnonzero(m.any(axis=(1, 2)))
         if probs.shape[0] > 1 and len(ks) < settings.min_disc_slices:
             continue
         c, nrm = _disc_geometry(m, sp)
@@ -179,6 +190,47 @@ def find_discs(probs: np.ndarray, spacing: tuple[float, float, float], settings:
     return _merge_and_filter(discs, probs, sp, settings)
 
 
+def _split_fused(lab: np.ndarray, n: int, voxel: float, settings: PostprocessSettings) -> tuple[np.ndarray, int]:
+    """Split components that are two discs joined by a thin bridge (e.g. through a lateral slice).
+
+    A component much larger than the median disc is eroded (up to 3 times) until it falls apart into two or
+    more substantial pieces; its voxels are then given to the nearest piece. Components that do not fall
+    apart are kept whole (and flagged implausibly_large later).
+    """
+    if n < 3:
+        return lab, n
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:] * voxel
+    real = sizes[sizes >= settings.min_disc_size]
+    if real.size < 3:
+        return lab, n
+    med = float(np.median(real))
+    structure = ndi.generate_binary_structure(lab.ndim, 1)
+    boxes = ndi.find_objects(lab)
+    for i in np.flatnonzero(sizes > settings.split_factor * med) + 1:
+        box = boxes[i - 1]
+        comp = lab[box] == i
+        er = comp
+        for _ in range(3):
+            er = ndi.binary_erosion(er, structure)
+            pl, pn = ndi.label(er, structure)
+            if pn < 2:
+                continue
+            psz = np.bincount(pl.ravel())[1:] * voxel
+            big = np.flatnonzero(psz >= 0.2 * float(sizes[i - 1]) * 0.5) + 1
+            if len(big) >= 2:
+                seeds = np.where(np.isin(pl, big), pl, 0)
+                _, ind = ndi.distance_transform_edt(seeds == 0, return_indices=True)
+                nearest = seeds[tuple(ind)]
+                sub = lab[box]
+                for j, b in enumerate(big):
+                    new_label = i if j == 0 else n + 1
+                    if j:
+                        n += 1
+                    sub[comp & (nearest == b)] = new_label
+                break
+    return lab, n
+
+
 def _bone_support(disc: _Disc, vert: np.ndarray, sp: np.ndarray) -> tuple[float, float]:
     """Fraction of vertebral-body voxels just above / below the disc (mask shifted along its normal)."""
     out = []
@@ -186,7 +238,7 @@ def _bone_support(disc: _Disc, vert: np.ndarray, sp: np.ndarray) -> tuple[float,
         best = 0.0
         for t_mm in (5.0, 9.0):
             shift = np.rint(sign * t_mm * disc.normal / sp).astype(int)
-            idx = np.argwhere(disc.mask) + shift
+            idx = disc.idx + shift
             ok = np.all((idx >= 0) & (idx < np.array(vert.shape)), axis=1)
             if ok.any():
                 idx = idx[ok]
@@ -234,7 +286,7 @@ def _merge_and_filter(discs: list[_Disc], probs: np.ndarray, sp: np.ndarray, set
         if merged and np.linalg.norm(d.centroid_mm[1:] - merged[-1].centroid_mm[1:]) < settings.merge_mm:
             m = merged[-1].mask | d.mask
             c, nrm = _disc_geometry(m, sp)
-            ks = np.unique(np.nonzero(m)[0])
+            ks = np.flatnonzero(m.any(axis=(1, 2)))
             merged[-1] = _Disc(
                 m, c, nrm, merged[-1].size + d.size, float(probs[:, DISC][m].mean()), len(ks),
                 merged[-1].touches_edge or d.touches_edge, sp,
@@ -384,7 +436,7 @@ def assign_levels(
             # keep the largest connected piece (drops posterior elements / stray pixels on the other side)
             lab, n = _components(m, spacing)
             if n > 1:
-                sizes_v = ndi.sum(m, lab, index=np.arange(1, n + 1))
+                sizes_v = np.bincount(lab.ravel(), minlength=n + 1)[1:]
                 m = lab == (1 + int(np.argmax(sizes_v)))
             size = float(m.sum()) * voxel
             if size < settings.min_disc_size:
@@ -395,7 +447,7 @@ def assign_levels(
             out[m & (out == 0)] = lv.VERTEBRA_LABELS[vname]
             conf = float(probs[:, VERTEBRA][m].mean())
             rows[vname] = LevelRow(
-                vname, lv.VERTEBRA_LABELS[vname], True, int(m.sum()), size, conf, len(np.unique(np.nonzero(m)[0])), tuple(f)
+                vname, lv.VERTEBRA_LABELS[vname], True, int(m.sum()), size, conf, int(m.any(axis=(1, 2)).sum()), tuple(f)
             )
 
     ordered = []

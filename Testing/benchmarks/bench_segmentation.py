@@ -14,6 +14,7 @@ Goals (issue 4): <= 50 ms per 256^2 slice and <= 1 s per stack on 2 cores.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -37,7 +38,7 @@ def timeit(fn, repeats):
 
 
 def real_or_noise():
-    data = ROOT.parent / "shared" / "data" / "lumbar_t2_3d" / "11_T2w.nrrd"
+    data = Path(os.environ.get("DISCANALYSIS_DATA", ROOT.parent / "shared" / "data")) / "lumbar_t2_3d" / "11_T2w.nrrd"
     if data.exists():
         img = sitk.ReadImage(str(data))
         arr = sitk.GetArrayFromImage(img).astype(np.float32)  # (k, j, i) = (lr, si, ap) at 1 mm
@@ -80,7 +81,8 @@ def main() -> int:
     t16 = timeit(lambda: segment_image(vol, net=net), max(1, args.repeats // 2))
     t16_tta = timeit(lambda: segment_image(vol, SegmentationSettings(tta=True), net=net), 1)
 
-    print(f"input: {source}; torch threads {args.threads}; baseline 512^2 matmul {base * 1e3:.1f} ms")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"input: {source}; torch threads {args.threads}; load average {load:.1f}; baseline 512^2 matmul {base * 1e3:.1f} ms")
     print(f"network only, 256^2:              {t_net * 1e3:7.1f} ms  ({t_net / base:.1f} x baseline)")
     print(f"segment_image, 256^2 slice 1 mm:  {t256 * 1e3:7.1f} ms  ({t256 / base:.1f} x baseline)  goal <= 50 ms")
     print(f"segment_image, 512^2 slice 0.5 mm:{t512 * 1e3:7.1f} ms  ({t512 / base:.1f} x baseline)")

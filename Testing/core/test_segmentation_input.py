@@ -132,3 +132,15 @@ def test_tampered_weights_are_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(network, "WEIGHTS_SHA256", "0" * 64)
     with pytest.raises(InputError, match="integrity|missing"):
         network.load_model()
+
+
+def test_cli_segment_refuses_bad_input_with_one_line(tmp_path, capsys):
+    from DiscAnalysisLib.cli.main import main
+    from DiscAnalysisLib.image_io import write_image
+
+    tiny = tmp_path / "tiny.nrrd"
+    write_image(sitk.Image([20, 20], sitk.sitkFloat32), tiny)
+    rc = main(["--progress", "none", "segment", str(tiny), "--out", str(tmp_path / "lab.nrrd")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "too small" in err[0]
+    assert not (tmp_path / "lab.nrrd").exists()

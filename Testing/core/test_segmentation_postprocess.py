@@ -137,3 +137,13 @@ def test_lateral_blob_off_the_midline_is_not_a_disc():
     labels, rows, flags = assign_levels(probs_of(cls), (1.0, 1.0, 1.0))
     assert not labels[0:6, y0 : y0 + 6].any()
     assert all(r.found for r in rows if r.level in lv.DISCS)
+
+
+def test_two_discs_fused_by_a_thin_bridge_are_split_and_named():
+    cls, disc_rows = spine(n_discs=5, n_slices=12)
+    (a0, a1), (b0, b1) = disc_rows[3], disc_rows[4]
+    cls[0, a0:b1, 50:52] = 1  # a 2-voxel bridge on one lateral slice joins L4-L5 and L5-S1
+    labels, rows, flags = assign_levels(probs_of(cls), (1.0, 1.0, 1.0))
+    assert set(np.unique(labels[5, a0:a1, 40:48])) == {lv.DISC_LABELS["L4-L5"]}
+    assert set(np.unique(labels[5, b0:b1, 40:48])) == {lv.DISC_LABELS["L5-S1"]}
+    assert all(r.found for r in rows if r.level in lv.DISCS)
