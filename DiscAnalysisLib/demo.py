@@ -112,7 +112,7 @@ def _segment(ctx: DemoContext, progress: Progress) -> list[str]:
     except InputError as exc:
         return [f"segmentation of the phantom: {exc}"]
     out = ctx.out_dir / "segmentation"
-    write_image(result.labels, out / "labels.nrrd")
+    ctx.paths["segmentation"] = write_image(result.labels, out / "labels.nrrd")
     write_text(json.dumps(result.to_dict(), indent=2), out / "qc.json")
     pred = sitk.GetArrayFromImage(result.labels)
     truth = sitk.GetArrayFromImage(ctx.phantom.labels)
@@ -135,6 +135,26 @@ def _grade(ctx: DemoContext, progress: Progress) -> list[str]:
     return grading_demo_step(ctx, progress)
 
 
+def _patient_report(ctx: DemoContext, progress: Progress) -> list[str]:
+    """The whole-patient pipeline (``discanalysis run``) on the phantom: the segmentation made above, the
+    T2 and T1rho series, markers, grades, fits and the HTML report."""
+    from .pipeline import PatientInputs, PipelineSettings, run_patient
+
+    series = {kind: tuple(str(p) for k, p in sorted(ctx.paths.items()) if k.startswith(f"{kind}_series/"))
+              for kind in ("t2", "t1rho")}
+    inputs = PatientInputs(
+        image=str(ctx.paths["t2w"]), case_id="phantom", labels=str(ctx.paths.get("segmentation") or ctx.paths["labels"]),
+        age_years=45, sex="F", t2_series=series["t2"], t1rho_series=series["t1rho"],
+    )
+    result = run_patient(inputs, ctx.out_dir / "patient", PipelineSettings(synthetic=True, tta=False), progress=progress)
+    graded = sum(r["grade"] is not None for r in result.rows)
+    return [
+        f"whole-patient pipeline: {graded}/5 discs graded, T2/T1rho per disc, markers with percentiles "
+        f"(age 45, F) -> {result.out_dir / 'results.csv'}",
+        f"report: {result.files['report']}",
+    ]
+
+
 #: The steps, in order. Later capabilities append theirs (segment, markers, grade, fit, register, report).
 DEMO_STEPS: list[tuple[str, DemoStep]] = [
     ("phantom", _write_phantom),
@@ -145,6 +165,7 @@ DEMO_STEPS: list[tuple[str, DemoStep]] = [
     ("segment", _segment),
     ("grade", _grade),
     ("register", _register),
+    ("patient report", _patient_report),
 ]
 
 
