@@ -6,13 +6,24 @@ MRML-only helpers in DiscAnalysisModuleLib, which the pytest suite runs on slice
 """
 
 import logging
+import sys
+import tempfile
+from pathlib import Path
 from typing import Annotated
 
+import qt
 import slicer
 import vtk
+from DiscAnalysisModuleLib import workflow
+from DiscAnalysisModuleLib.dependencies import ensureDependencies
 from DiscAnalysisModuleLib.inputs import formatImageInfo, inspectVolumeNode
 from DiscAnalysisModuleLib.selftest import ORIENTATION, SIZE_IJK, runSelfTest
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLTableNode
+from slicer import (
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLSequenceNode,
+    vtkMRMLTableNode,
+)
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
@@ -79,13 +90,31 @@ class DiscAnalysisParameterNode:
     inputVolume - the sagittal T2-weighted lumbar MRI volume.
     age - patient age in years; 0 means not given.
     sex - "F", "M", or "" when not given.
+    segmentation - one segment per level; the edited result feeds every later step.
+    t2SeriesPath / t2Sequence / t2TimesMs - optional multi-echo T2 series (files take precedence) and its
+        echo times when the files do not store them; likewise for the spin-lock T1rho series.
+    register - also register each disc to the atlas.
+    outputDirectory - where the background runs write (a temporary folder when empty).
     resultsTable - the table that receives one row per disc.
+    colourByGrade - colour disc segments by Pfirrmann grade instead of the fixed level colours.
+    reportPath - the HTML report of the last analysis (for "Export report", also after reopening a scene).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
     age: Annotated[int, WithinRange(0, 120)] = 0
     sex: Annotated[str, Choice(SEX_CHOICES)] = ""
+    segmentation: vtkMRMLSegmentationNode
+    t2SeriesPath: Path
+    t2Sequence: vtkMRMLSequenceNode
+    t2TimesMs: str = ""
+    t1rhoSeriesPath: Path
+    t1rhoSequence: vtkMRMLSequenceNode
+    t1rhoTimesMs: str = ""
+    register: bool = False
+    outputDirectory: Path
     resultsTable: vtkMRMLTableNode
+    colourByGrade: bool = False
+    reportPath: Path
 
 
 #
@@ -104,6 +133,10 @@ class DiscAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         # The volume whose description the Inputs section currently shows.
         self._inspectedVolume = None
+        # The background run in progress (a qt.QProcess), what it prints, and what to do when it ends.
+        self._process = None
+        self._output = []
+        self._onSuccess = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -121,11 +154,18 @@ class DiscAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.inspectButton.connect("clicked(bool)", self.onInspectButton)
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
+        self.ui.editSegmentationButton.connect("clicked(bool)", self.onEditSegmentationButton)
+        self.ui.analyseButton.connect("clicked(bool)", self.onAnalyseButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.colourByGradeCheckBox.connect("toggled(bool)", self.onColourByGrade)
+        self.ui.exportReportButton.connect("clicked(bool)", self.onExportReportButton)
 
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
         """Called when the application closes and the module widget is destroyed."""
+        self.onCancelButton()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -175,8 +215,19 @@ class DiscAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateGuiState(self, caller=None, event=None) -> None:
         """Enable what can run, and drop the description of a volume that is no longer the input."""
-        inputVolume = self._parameterNode.inputVolume if self._parameterNode else None
+        p = self._parameterNode
+        inputVolume = p.inputVolume if p else None
+        running = self._process is not None
         self.ui.inspectButton.enabled = inputVolume is not None
+        self.ui.segmentButton.enabled = inputVolume is not None and not running
+        self.ui.editSegmentationButton.enabled = bool(p and p.segmentation)
+        self.ui.analyseButton.enabled = bool(inputVolume is not None and p.segmentation) and not running
+        self.ui.analyseButton.toolTip = (
+            _("Markers, Pfirrmann grades, T2/T1rho fits when series are given, and the report (runs in the background).")
+            if self.ui.analyseButton.enabled else _("Select an input volume and a segmentation (run Segment) first")
+        )
+        self.ui.cancelButton.enabled = running
+        self.ui.exportReportButton.enabled = bool(p and str(p.reportPath or "") not in ("", ".") and Path(p.reportPath).is_file())
         self.ui.inspectButton.toolTip = (
             _("Show the size, spacing and orientation of the input volume as the analysis sees them")
             if inputVolume is not None
@@ -190,6 +241,109 @@ class DiscAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         resultsTable = self._parameterNode.resultsTable if self._parameterNode else None
         if self.ui.resultsTableView.mrmlTableNode() is not resultsTable:
             self.ui.resultsTableView.setMRMLTableNode(resultsTable)
+
+    # --------------------------------------------------------------------------------- background runs
+    def _startBackgroundRun(self, args, description, onSuccess) -> None:
+        """Run ``PythonSlicer -m DiscAnalysisLib.cli <args>`` without blocking the GUI; progress lines drive
+        the progress bar; ``onSuccess()`` loads the outputs when the process exits with code 0."""
+        self._output = []
+        self._onSuccess = onSuccess
+        self._process = qt.QProcess()
+        self._process.setProcessChannelMode(qt.QProcess.MergedChannels)
+        self._process.connect("readyReadStandardOutput()", self._onProcessOutput)
+        self._process.connect("finished(int,QProcess::ExitStatus)", self._onProcessFinished)
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.text = description
+        # Inside Slicer sys.executable is PythonSlicer, which has DiscAnalysisLib on its path.
+        self._process.start(sys.executable, ["-m", "DiscAnalysisLib.cli", *args])
+        self._updateGuiState()
+
+    def _onProcessOutput(self) -> None:
+        from DiscAnalysisLib.progress import parse_progress_line
+
+        if self._process is None:
+            return
+        text = bytes(self._process.readAllStandardOutput()).decode("utf-8", "replace")
+        for line in text.splitlines():
+            parsed = parse_progress_line(line)
+            if parsed:
+                self.ui.progressBar.value = int(parsed[0] * 100)
+                if parsed[1]:
+                    self.ui.statusLabel.text = parsed[1]
+            elif line.strip():
+                self._output.append(line)
+
+    def _onProcessFinished(self, exitCode, exitStatus) -> None:
+        self._onProcessOutput()
+        self._process = None
+        onSuccess, self._onSuccess = self._onSuccess, None
+        self._updateGuiState()
+        if exitCode != 0:
+            # The CLI prints one actionable line for bad input (exit code 2); show the last lines.
+            message = "\n".join(self._output[-3:]) or _("the background process failed")
+            self.ui.statusLabel.text = _("Failed.")
+            slicer.util.errorDisplay(message, windowTitle=_("Disc Analysis"))
+            return
+        self.ui.progressBar.value = 100
+        with slicer.util.tryWithErrorDisplay(_("Cannot load the results."), waitCursor=True):
+            onSuccess()
+
+    def onCancelButton(self) -> None:
+        if self._process is not None:
+            process, self._process = self._process, None
+            process.kill()
+            process.waitForFinished(2000)
+            self.ui.statusLabel.text = _("Cancelled.")
+            self._updateGuiState()
+
+    # ------------------------------------------------------------------------------------------ steps
+    def onSegmentButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Cannot start the segmentation."), waitCursor=True):
+            ensureDependencies("segment")
+            args, outDir = self.logic.segmentCommand(self._parameterNode)
+            self._startBackgroundRun(args, _("Segmenting..."), lambda: self._segmentationFinished(outDir))
+
+    def _segmentationFinished(self, outDir) -> None:
+        node = self.logic.loadSegmentation(self._parameterNode, outDir)
+        self.ui.statusLabel.text = _("Segmented: review the levels, edit if needed, then Quantify and grade.")
+        slicer.util.setSliceViewerLayers(background=self._parameterNode.inputVolume, fit=True)
+        node.CreateClosedSurfaceRepresentation()
+
+    def onEditSegmentationButton(self) -> None:
+        segmentEditor = slicer.util.getModuleWidget("SegmentEditor")
+        slicer.util.selectModule("SegmentEditor")
+        segmentEditor.editor.setSegmentationNode(self._parameterNode.segmentation)
+        segmentEditor.editor.setSourceVolumeNode(self._parameterNode.inputVolume)
+
+    def onAnalyseButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Cannot start the analysis."), waitCursor=True):
+            ensureDependencies(["analyse", "register"] if self._parameterNode.register else "analyse")
+            args, outDir = self.logic.analyseCommand(self._parameterNode)
+            self._startBackgroundRun(args, _("Quantifying and grading..."), lambda: self._analysisFinished(outDir))
+
+    def _analysisFinished(self, outDir) -> None:
+        loaded = self.logic.loadResults(self._parameterNode, outDir)
+        graded = sum(1 for r in loaded.rows if r.get("grade") is not None)
+        self.ui.statusLabel.text = _("Done: {graded} of {total} discs graded. Outputs in {folder}").format(
+            graded=graded, total=len(loaded.rows), folder=outDir)
+        self.onColourByGrade(self._parameterNode.colourByGrade)
+        self._updateGuiState()
+
+    def onColourByGrade(self, enabled) -> None:
+        # Rows come from the results table, so this also works after reopening a saved scene.
+        p = self._parameterNode
+        if p and p.segmentation and p.resultsTable:
+            self.logic.colourSegments(p, bool(enabled))
+
+    def onExportReportButton(self) -> None:
+        reportPath = self._parameterNode.reportPath if self._parameterNode else None
+        if not reportPath or not Path(reportPath).is_file():
+            return
+        target = qt.QFileDialog.getSaveFileName(
+            slicer.util.mainWindow(), _("Export report"), "disc_report.html", _("HTML report (*.html)"))
+        if target:
+            with slicer.util.tryWithErrorDisplay(_("Cannot export the report."), waitCursor=True):
+                self.logic.exportReport(reportPath, target)
 
     def onInspectButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Cannot inspect the input volume."), waitCursor=True):
@@ -220,6 +374,84 @@ class DiscAnalysisLogic(ScriptedLoadableModuleLogic):
         info = inspectVolumeNode(parameterNode.inputVolume)
         logging.info("DiscAnalysis input %s: size %s, orientation %s", info.path, info.size, info.orientation)
         return info
+
+    def _outputDirectory(self, parameterNode: DiscAnalysisParameterNode) -> Path:
+        chosen = str(parameterNode.outputDirectory or "")
+        if chosen in ("", "."):
+            return Path(tempfile.mkdtemp(prefix="DiscAnalysis-"))
+        out = Path(chosen)
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+
+    def segmentCommand(self, parameterNode: DiscAnalysisParameterNode):
+        """Export the input volume and return (CLI arguments, output folder) of the Segment step."""
+        outDir = self._outputDirectory(parameterNode) / "segmentation"
+        image = workflow.exportVolume(parameterNode.inputVolume, outDir / "input.nrrd")
+        return workflow.segmentArguments(image, outDir), outDir
+
+    def loadSegmentation(self, parameterNode: DiscAnalysisParameterNode, outDir):
+        node = workflow.loadSegmentationResult(slicer.mrmlScene, Path(outDir) / "labels.nrrd", parameterNode.inputVolume)
+        parameterNode.segmentation = node
+        return node
+
+    def _series(self, path, sequence, timesText, folder):
+        path = str(path or "")
+        times = workflow.parseTimes(timesText)
+        if path not in ("", "."):
+            return (Path(path),), times
+        if sequence is not None:
+            paths, sequenceTimes = workflow.exportSequence(sequence, folder)
+            return tuple(paths), times or sequenceTimes
+        return (), None
+
+    def analyseCommand(self, parameterNode: DiscAnalysisParameterNode):
+        """Export the inputs (volume, edited segmentation, series) and return (CLI arguments, output folder)."""
+        p = parameterNode
+        outDir = self._outputDirectory(p) / "analysis"
+        inputs = outDir / "inputs"
+        image = workflow.exportVolume(p.inputVolume, inputs / "t2w.nrrd")
+        labels = workflow.exportSegmentation(p.segmentation, p.inputVolume, inputs / "labels.nrrd")
+        t2Paths, t2Times = self._series(p.t2SeriesPath, p.t2Sequence, p.t2TimesMs, inputs / "t2_series")
+        t1rhoPaths, t1rhoTimes = self._series(p.t1rhoSeriesPath, p.t1rhoSequence, p.t1rhoTimesMs, inputs / "t1rho_series")
+        request = workflow.AnalysisRequest(
+            imagePath=image, labelsPath=labels, outDir=outDir, caseId=p.inputVolume.GetName(),
+            age=float(p.age) if p.age else None, sex=p.sex or None,
+            t2Paths=t2Paths, t2Times=t2Times, t1rhoPaths=t1rhoPaths, t1rhoTimes=t1rhoTimes, register=p.register,
+        )
+        return workflow.analyseArguments(request), outDir
+
+    def loadResults(self, parameterNode: DiscAnalysisParameterNode, outDir):
+        loaded = workflow.loadAnalysisResults(slicer.mrmlScene, outDir, parameterNode.resultsTable)
+        parameterNode.resultsTable = loaded.tableNode
+        if loaded.reportPath is not None:
+            parameterNode.reportPath = loaded.reportPath
+        return loaded
+
+    def colourSegments(self, parameterNode: DiscAnalysisParameterNode, byGrade: bool) -> None:
+        """Colour disc segments by the grades in the results table, or back to the level colours."""
+        if byGrade:
+            from DiscAnalysisLib import mrml
+
+            rows = mrml.rows_from_table_node(parameterNode.resultsTable)
+            workflow.colourSegmentsByGrade(parameterNode.segmentation, rows)
+        else:
+            workflow.restoreLevelColours(parameterNode.segmentation)
+
+    def exportReport(self, reportPath, target) -> None:
+        import shutil
+
+        shutil.copyfile(reportPath, target)
+
+    def runInProcess(self, args) -> None:
+        """Run a step in this process (batch scripts and the self-test): the same CLI the GUI runs."""
+        from DiscAnalysisLib.cli.main import main
+
+        args = list(args)
+        if args[:2] == ["--progress", "lines"]:
+            args[1] = "none"
+        code = main(args)
+        if code != 0:
+            raise RuntimeError(f"DiscAnalysis step failed with exit code {code} (see the log).")
 
 
 #

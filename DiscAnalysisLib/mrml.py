@@ -816,3 +816,18 @@ def load_table(scene: slicer.vtkMRMLScene, path: str | os.PathLike, *, name: str
     """Read a ``.tsv``/``.csv`` table (and its ``.schema`` file, if any) into a new table node in ``scene``."""
     slicer = _slicer()
     return _load(scene, slicer.vtkMRMLTableNode(), slicer.vtkMRMLTableStorageNode(), path, "table", name)
+
+
+def load_transform(scene: slicer.vtkMRMLScene, path: str | os.PathLike, *, name: str | None = None
+                   ) -> slicer.vtkMRMLTransformNode:
+    """Read an ITK transform file (.h5, .tfm; e.g. a disc registration's ``atlas_to_patient.h5``) into a
+    new transform node in ``scene``.
+
+    ITK files hold *resampling* transforms (output point -> input point, LPS); Slicer stores them as the
+    node's "transform from parent" in RAS. So a patient volume placed under the node loaded from
+    ``atlas_to_patient.h5`` is shown in atlas space, and an atlas-space volume placed under
+    ``patient_to_atlas.h5`` is shown on the patient (the usual Slicer registration convention).
+    """
+    slicer = _slicer()
+    return _load(scene, slicer.vtkMRMLTransformNode(), slicer.vtkMRMLTransformStorageNode(), path, "transform",
+                 name)

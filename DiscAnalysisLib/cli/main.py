@@ -20,7 +20,9 @@ from .. import __version__
 from ..errors import CancelledError, DiscAnalysisError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS: tuple[str, ...] = ("info", "segment", "demo")
+SUBCOMMANDS: tuple[str, ...] = (
+    "info", "segment", "markers", "grade", "fit", "run", "batch", "stats", "classify", "register", "demo",
+)
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
