@@ -260,6 +260,24 @@ def read_dicom_echoes(folder: str | os.PathLike) -> tuple[list[sitk.Image], tupl
     return read_dicom_echoes_files(series[0], folder)
 
 
+# ------------------------------------------------------------------------------------------------ grids
+def grid_differences(image: sitk.Image, reference: sitk.Image) -> list[str]:
+    """How ``image``'s voxel grid differs from ``reference``'s (dimension, size, spacing, origin, direction);
+    empty when they share one grid. Tolerances: spacing 1e-4 relative, origin 1e-3 mm, direction 1e-4."""
+    if image.GetDimension() != reference.GetDimension():
+        return [f"dimension {image.GetDimension()}D vs {reference.GetDimension()}D"]
+    problems = []
+    if tuple(image.GetSize()) != tuple(reference.GetSize()):
+        problems.append(f"size {image.GetSize()} vs {reference.GetSize()}")
+    if not np.allclose(image.GetSpacing(), reference.GetSpacing(), rtol=1e-4, atol=1e-6):
+        problems.append(f"spacing {image.GetSpacing()} vs {reference.GetSpacing()}")
+    if not np.allclose(image.GetOrigin(), reference.GetOrigin(), atol=1e-3):
+        problems.append(f"origin {image.GetOrigin()} vs {reference.GetOrigin()}")
+    if not np.allclose(image.GetDirection(), reference.GetDirection(), atol=1e-4):
+        problems.append("direction differs")
+    return problems
+
+
 # --------------------------------------------------------------------------------------------- writing
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:

@@ -42,7 +42,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from ..errors import InputError
-from ..image_io import spacing_known
+from ..image_io import grid_differences, spacing_known
 
 log = logging.getLogger(__name__)
 
@@ -120,18 +120,7 @@ def sagittal_frame(image: sitk.Image) -> SagittalFrame:
 
 def check_same_grid(image: sitk.Image, labels: sitk.Image, what: str = "labelmap") -> None:
     """Raise InputError unless ``labels`` lies on ``image``'s voxel grid (size, spacing, origin, direction)."""
-    problems = []
-    if image.GetDimension() != labels.GetDimension():
-        problems.append(f"dimension {labels.GetDimension()}D vs {image.GetDimension()}D")
-    else:
-        if tuple(image.GetSize()) != tuple(labels.GetSize()):
-            problems.append(f"size {labels.GetSize()} vs {image.GetSize()}")
-        if not np.allclose(image.GetSpacing(), labels.GetSpacing(), rtol=1e-4, atol=1e-6):
-            problems.append(f"spacing {labels.GetSpacing()} vs {image.GetSpacing()}")
-        if not np.allclose(image.GetOrigin(), labels.GetOrigin(), atol=1e-3):
-            problems.append(f"origin {labels.GetOrigin()} vs {image.GetOrigin()}")
-        if not np.allclose(image.GetDirection(), labels.GetDirection(), atol=1e-4):
-            problems.append("direction differs")
+    problems = grid_differences(labels, image)
     if problems:
         raise InputError(
             f"The {what} is not on the image grid ({'; '.join(problems)}). Resample it onto the image with "

@@ -36,6 +36,7 @@ from enum import IntEnum
 import numpy as np
 import SimpleITK as sitk
 
+from .. import image_io
 from ..errors import InputError
 from ..progress import Progress, ProgressCallback
 
@@ -227,15 +228,7 @@ def _as_volumes(series) -> tuple[list[np.ndarray], tuple[int, ...], sitk.Image |
 def _check_same_grid(images: Sequence[sitk.Image]) -> None:
     ref = images[0]
     for i, im in enumerate(images[1:], start=2):
-        problems = []
-        if im.GetSize() != ref.GetSize():
-            problems.append(f"size {im.GetSize()} vs {ref.GetSize()}")
-        if not np.allclose(im.GetSpacing(), ref.GetSpacing(), rtol=1e-4, atol=1e-6):
-            problems.append(f"spacing {im.GetSpacing()} vs {ref.GetSpacing()}")
-        if not np.allclose(im.GetOrigin(), ref.GetOrigin(), atol=1e-3):
-            problems.append(f"origin {im.GetOrigin()} vs {ref.GetOrigin()}")
-        if not np.allclose(im.GetDirection(), ref.GetDirection(), atol=1e-4):
-            problems.append("direction differs")
+        problems = image_io.grid_differences(im, ref)
         if im.GetNumberOfComponentsPerPixel() != 1:
             problems.append("not a scalar image")
         if problems:
