@@ -572,15 +572,6 @@ def predict(trained: TrainedModel, table: MarkerTable) -> list[dict]:
 
 
 def write_rows_csv(rows: Sequence[dict], path: str | Path) -> Path:
-    import io
+    from .image_io import write_csv
 
-    from .image_io import write_text
-
-    columns: list[str] = []
-    for r in rows:
-        columns += [k for k in r if k not in columns]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return write_text(buf.getvalue(), path)
+    return write_csv(rows, path)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -312,20 +311,8 @@ def _check_grids(cohort: Cohort) -> dict[str, Grid]:
 
 def write_cohort_csv(rows: Sequence[dict], path: str | os.PathLike) -> Path:
     """Write cohort rows (dicts with subject, level, map_* paths, covariates) as a cohort CSV, atomically."""
-    import io
-
-    from .image_io import write_text
+    from .image_io import write_csv
 
     if not rows:
         raise InputError("No cohort rows to write.")
-    columns: list[str] = []
-    for r in rows:
-        for k in r:
-            if k not in columns:
-                columns.append(k)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in r.items()})
-    return write_text(buf.getvalue(), path)
+    return write_csv(rows, path)

@@ -19,8 +19,6 @@ variables are read from the CSV (rows with a missing value are left out and coun
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -317,17 +315,9 @@ def _summary_row(result: VoxelStatsResult, ref, level: str, name: str, notes: li
 
 
 def _write_summary(out: Path, rows: list[dict]) -> None:
-    from .image_io import write_text
+    from .image_io import write_csv, write_text
 
-    columns: list[str] = []
-    for r in rows:
-        columns += [k for k in r if k not in columns]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
-    write_text(buf.getvalue(), out / "summary.csv")
+    write_csv(rows, out / "summary.csv")
     clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
     write_text(json.dumps(clean, indent=2), out / "summary.json")
 

@@ -315,6 +315,27 @@ def write_image(image: sitk.Image, path: str | os.PathLike, *, compress: bool = 
     return path
 
 
+def rows_to_csv(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
+    """CSV text of ``rows`` (one dict per row). Columns: ``columns`` if given (other keys are dropped), else
+    every key in first-seen order. None and NaN become empty cells, never the text "None" or "nan"."""
+    import csv
+    import io
+    import math
+
+    cols = list(columns) if columns else list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", restval="", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def write_csv(rows: Sequence[dict], path: str | os.PathLike, columns: Sequence[str] | None = None) -> Path:
+    """Write ``rows`` as a CSV file atomically (see :func:`rows_to_csv`)."""
+    return write_text(rows_to_csv(rows, columns), path)
+
+
 def write_text(text: str, path: str | os.PathLike) -> Path:
     """Write a text file (CSV, JSON, HTML) atomically."""
     path = Path(path)

@@ -15,7 +15,6 @@ interrupted and restarted batch gives the same summary as an uninterrupted one.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import math
@@ -31,7 +30,7 @@ import SimpleITK as sitk
 
 from . import __version__, levels
 from .errors import DiscAnalysisError, InputError
-from .image_io import read_image, write_image, write_text
+from .image_io import read_image, rows_to_csv, write_image, write_text
 from .progress import Progress, ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -110,16 +109,6 @@ def _num(value):
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
-
-
-def _rows_to_csv(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
-    cols = list(columns) if columns else list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
-    return buf.getvalue()
 
 
 def _json_default(o):
@@ -201,7 +190,7 @@ def run_patient(
     from .grading import GradingSettings, grade_discs
 
     grades = {g.level: g for g in grade_discs(image, labels, GradingSettings(tta=settings.tta), progress=prog.sub(0.65, 0.8))}
-    files["grades"] = str(write_text(_rows_to_csv([g.to_row() for g in grades.values()]), out / "grades.csv"))
+    files["grades"] = str(write_text(rows_to_csv([g.to_row() for g in grades.values()]), out / "grades.csv"))
     seconds["grade"] = time.perf_counter() - t0
 
     # 5. registration (optional)
@@ -225,7 +214,7 @@ def run_patient(
     # 6. merged table + report
     rows = tuple(_merge_level(d, seg_rows.get(d), marker_rows.get(d), grades.get(d), relax) for d in levels.DISCS)
     columns = [c[0] for c in RESULT_COLUMNS]
-    files["results_csv"] = str(write_text(_rows_to_csv(rows, columns), out / "results.csv"))
+    files["results_csv"] = str(write_text(rows_to_csv(rows, columns), out / "results.csv"))
     units = {k: u for k, _, u in RESULT_COLUMNS}
     summary = {
         "case_id": inputs.name, "discanalysis_version": __version__, "inputs": asdict(inputs),
@@ -250,10 +239,10 @@ def _check_labels(labels: sitk.Image, image: sitk.Image) -> None:
 
 def _write_markers(markers, path: Path) -> Path:
     rows = markers.rows()
-    write_text(_rows_to_csv(rows), path)
+    write_text(rows_to_csv(rows), path)
     units, desc = markers.units(), markers.descriptions()
     doc = [{"column": k, "unit": units.get(k, ""), "definition": desc.get(k, "")} for k in (rows[0] if rows else {})]
-    write_text(_rows_to_csv(doc, ["column", "unit", "definition"]), path.with_name(path.stem + ".columns.csv"))
+    write_text(rows_to_csv(doc, ["column", "unit", "definition"]), path.with_name(path.stem + ".columns.csv"))
     return path
 
 
@@ -459,6 +448,6 @@ def write_batch_summary(out: Path, case_ids: Sequence[str], errors: dict[str, st
         else:
             failures.append({"case_id": cid, "reason": errors.get(cid, "not finished (interrupted or failed earlier)")})
     cols = ["case_id"] + [c[0] for c in RESULT_COLUMNS]
-    summary = write_text(_rows_to_csv(rows, cols), out / "summary.csv")
-    fails = write_text(_rows_to_csv(failures, ["case_id", "reason"]), out / "failures.csv")
+    summary = write_text(rows_to_csv(rows, cols), out / "summary.csv")
+    fails = write_text(rows_to_csv(failures, ["case_id", "reason"]), out / "failures.csv")
     return summary, fails

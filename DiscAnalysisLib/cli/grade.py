@@ -9,8 +9,6 @@ QC; levels that could not be graded have ``status = not graded`` and a reason.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 
 
 def add_parser(sub) -> None:
@@ -32,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import InputError
     from ..grading.api import GradingSettings, grade_discs
-    from ..image_io import read_image, spacing_known, write_text
+    from ..image_io import read_image, spacing_known, write_csv
     from ..levels import convert_labels
     from .main import progress_callback
 
@@ -60,11 +58,7 @@ def run(args: argparse.Namespace) -> int:
     with progress_callback(args, "grade") as cb:
         results = grade_discs(image, labels, GradingSettings(tta=not args.no_tta), progress=cb)
     rows = [r.to_row() for r in results]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(buf.getvalue(), args.out)
+    write_csv(rows, args.out)
     for r in results:
         if r.graded:
             print(f"{r.level}: grade {r.grade} ({r.group}), confidence {r.confidence:.2f}"

@@ -10,20 +10,14 @@ from ..progress import Progress
 
 
 def grading_demo_step(ctx, progress: Progress) -> list[str]:
-    import csv
-    import io
 
-    from ..image_io import write_text
+    from ..image_io import write_csv
     from .api import grade_discs
 
     ph = ctx.phantom
     results = grade_discs(ph.t2w, ph.labels, progress=progress)
     rows = [r.to_row() for r in results]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    out = write_text(buf.getvalue(), ctx.out_dir / "grades" / "grades.csv")
+    out = write_csv(rows, ctx.out_dir / "grades" / "grades.csv")
     ctx.paths["grades"] = out
     lines = [f"Pfirrmann grades written to {out} (CNN trained on real L3-S1 discs; the phantom is synthetic):"]
     for r in results:

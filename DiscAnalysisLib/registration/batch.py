@@ -14,8 +14,6 @@ when the pool starts.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import csv
-import io
 import logging
 import multiprocessing
 from dataclasses import dataclass, field
@@ -238,14 +236,9 @@ def worker_pool(workers: int, threads: int = 1) -> cf.ProcessPoolExecutor:
 
 
 def report_csv(results: list[DiscRegistration]) -> str:
-    buf = io.StringIO()
     rows = [r.to_row() for r in results]
     columns = list(REPORT_COLUMNS) + sorted({k for row in rows for k in row} - set(REPORT_COLUMNS))
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", restval="")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return buf.getvalue()
+    return image_io.rows_to_csv(rows, columns)
 
 
 def write_transform(transform: sitk.Transform, path: str | Path) -> Path:
