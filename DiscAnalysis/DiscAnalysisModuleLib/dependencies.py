@@ -43,6 +43,7 @@ REQUIREMENTS = {
     "tqdm": "tqdm>=4.66",
     "matplotlib": "matplotlib>=3.7",
     "threadpoolctl": "threadpoolctl>=3",
+    "numba": "numba>=0.59",
 }
 #: torch is not in REQUIREMENTS: it is installed through the PyTorch extension.
 TORCH = "torch"
@@ -52,7 +53,7 @@ TORCH = "torch"
 STEP_MODULES: dict[str, tuple[str, ...]] = {
     "segment": (TORCH, "monai", "skimage"),
     "grade": (TORCH,),
-    "fit": ("threadpoolctl",),
+    "fit": ("threadpoolctl", "numba"),
     "report": ("matplotlib",),
     "register": ("itk.ElastixPython", "matplotlib"),
     "analyse": (TORCH, "threadpoolctl", "matplotlib"),

@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from DiscAnalysisLib.relaxometry import FitSettings, FitStatus, fit_relaxation  # noqa: E402
+from DiscAnalysisLib.relaxometry.fitting import uses_compiled  # noqa: E402
 
 SHAPE = (12, 256, 256)  # (k, j, i)
 TE_MS = np.linspace(10.0, 85.0, 6)
@@ -74,15 +75,16 @@ def main() -> int:
     ap.add_argument("--subset", type=int, default=2000, help="voxels for the curve_fit loop")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of our fit (median reported)")
     ap.add_argument("--threads", type=int, default=None, help="FitSettings.n_threads (default min(2, CPUs))")
+    ap.add_argument("--engine", default="auto", choices=("auto", "compiled", "numpy"), help="FitSettings.engine")
     args = ap.parse_args()
 
     series, t2, sigma = make_series()
     n_vox = t2.size
-    settings = FitSettings(n_threads=args.threads)
+    settings = FitSettings(n_threads=args.threads, engine=args.engine)
     print(f"series: {SHAPE[2]}x{SHAPE[1]}x{SHAPE[0]} voxels x {TE_MS.size} echoes (TE {TE_MS[0]:g}..{TE_MS[-1]:g} ms), "
           f"T2 U(20,150) ms, S0 {S0:g}, Rician SNR {SNR:g} (sigma {sigma:g})")
     print(f"machine: {os.cpu_count()} CPUs, load average before the run {os.getloadavg()[0]:.2f}, "
-          f"fit threads {settings.threads}")
+          f"fit threads {settings.threads}, engine {'compiled (numba)' if uses_compiled(settings) else 'numpy'}")
 
     fit_relaxation(series[:, :1], TE_MS, settings=settings)  # warm-up (imports, thread pool)
     walls, cpus, fit = [], [], None
@@ -92,6 +94,15 @@ def main() -> int:
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
     wall, cpu = float(np.median(walls)), float(np.median(cpus))
+    # The numpy engine in the same process, as the in-run baseline of the compiled one.
+    np_settings = FitSettings(n_threads=args.threads, engine="numpy")
+    np_walls, np_cpus = [], []
+    for _ in range(args.repeats):
+        c0, t0 = time.process_time(), time.perf_counter()
+        np_fit = fit_relaxation(series, TE_MS, settings=np_settings)
+        np_walls.append(time.perf_counter() - t0)
+        np_cpus.append(time.process_time() - c0)
+    np_wall, np_cpu = float(np.median(np_walls)), float(np.median(np_cpus))
     ours_wall = n_vox / wall / 1e6
     ours_cpu = n_vox / cpu / 1e6
 
@@ -122,6 +133,10 @@ def main() -> int:
 
     print(f"ours:      {ours_wall:7.3f} Mvoxel/s wall ({wall:.3f} s, median of {args.repeats}), "
           f"{ours_cpu:7.3f} Mvoxel per CPU-second")
+    print(f"numpy engine: {n_vox / np_wall / 1e6:7.3f} Mvoxel/s wall ({np_wall:.3f} s), "
+          f"{n_vox / np_cpu / 1e6:7.3f} Mvoxel per CPU-second; ours / numpy engine {np_wall / wall:.2f} x (wall), "
+          f"{np_cpu / cpu:.2f} x (CPU); max |dT2| between engines "
+          f"{np.nanmax(np.abs(np_fit.t_ms.astype(float) - fit.t_ms)):.2e} ms")
     print(f"curve_fit: {cf_rate_wall * 1e6:9.0f} voxel/s wall, {cf_rate_cpu * 1e6:9.0f} voxel per CPU-second "
           f"({args.subset} voxels)")
     print(f"ratio:     {ours_wall / cf_rate_wall:7.0f} x (wall), {ours_cpu / cf_rate_cpu:7.0f} x (CPU time)")
