@@ -6,7 +6,6 @@ MRML-only helpers in DiscAnalysisModuleLib, which the pytest suite runs on slice
 """
 
 import logging
-import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +14,7 @@ import qt
 import slicer
 import vtk
 from DiscAnalysisModuleLib import workflow
+from DiscAnalysisModuleLib.backgroundrun import BackgroundCliRun
 from DiscAnalysisModuleLib.dependencies import ensureDependencies
 from DiscAnalysisModuleLib.inputs import formatImageInfo, inspectVolumeNode
 from DiscAnalysisModuleLib.selftest import ORIENTATION, SIZE_IJK, runSelfTest
@@ -133,9 +133,8 @@ class DiscAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         # The volume whose description the Inputs section currently shows.
         self._inspectedVolume = None
-        # The background run in progress (a qt.QProcess), what it prints, and what to do when it ends.
+        # The background run in progress (a BackgroundCliRun) and what to do when it ends well.
         self._process = None
-        self._output = []
         self._onSuccess = None
 
     def setup(self) -> None:
@@ -246,43 +245,26 @@ class DiscAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _startBackgroundRun(self, args, description, onSuccess) -> None:
         """Run ``PythonSlicer -m DiscAnalysisLib.cli <args>`` without blocking the GUI; progress lines drive
         the progress bar; ``onSuccess()`` loads the outputs when the process exits with code 0."""
-        self._output = []
         self._onSuccess = onSuccess
-        self._process = qt.QProcess()
-        self._process.setProcessChannelMode(qt.QProcess.MergedChannels)
-        self._process.connect("readyReadStandardOutput()", self._onProcessOutput)
-        self._process.connect("finished(int,QProcess::ExitStatus)", self._onProcessFinished)
+        self._process = BackgroundCliRun(args, self._onProcessProgress, self._onProcessFinished)
         self.ui.progressBar.value = 0
         self.ui.statusLabel.text = description
-        # Inside Slicer sys.executable is PythonSlicer, which has DiscAnalysisLib on its path.
-        self._process.start(sys.executable, ["-m", "DiscAnalysisLib.cli", *args])
+        self._process.start()
         self._updateGuiState()
 
-    def _onProcessOutput(self) -> None:
-        from DiscAnalysisLib.progress import parse_progress_line
+    def _onProcessProgress(self, fraction, message) -> None:
+        self.ui.progressBar.value = int(fraction * 100)
+        if message:
+            self.ui.statusLabel.text = message
 
-        if self._process is None:
-            return
-        text = bytes(self._process.readAllStandardOutput()).decode("utf-8", "replace")
-        for line in text.splitlines():
-            parsed = parse_progress_line(line)
-            if parsed:
-                self.ui.progressBar.value = int(parsed[0] * 100)
-                if parsed[1]:
-                    self.ui.statusLabel.text = parsed[1]
-            elif line.strip():
-                self._output.append(line)
-
-    def _onProcessFinished(self, exitCode, exitStatus) -> None:
-        self._onProcessOutput()
+    def _onProcessFinished(self, ok, output) -> None:
         self._process = None
         onSuccess, self._onSuccess = self._onSuccess, None
         self._updateGuiState()
-        if exitCode != 0:
-            # The CLI prints one actionable line for bad input (exit code 2); show the last lines.
-            message = "\n".join(self._output[-3:]) or _("the background process failed")
+        if not ok:
             self.ui.statusLabel.text = _("Failed.")
-            slicer.util.errorDisplay(message, windowTitle=_("Disc Analysis"))
+            slicer.util.errorDisplay(output.errorMessage(_("the background process failed")),
+                                     windowTitle=_("Disc Analysis"))
             return
         self.ui.progressBar.value = 100
         with slicer.util.tryWithErrorDisplay(_("Cannot load the results."), waitCursor=True):
@@ -291,8 +273,7 @@ class DiscAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onCancelButton(self) -> None:
         if self._process is not None:
             process, self._process = self._process, None
-            process.kill()
-            process.waitForFinished(2000)
+            process.cancel()
             self.ui.statusLabel.text = _("Cancelled.")
             self._updateGuiState()
 

@@ -7,13 +7,12 @@ DiscAnalysisModuleLib.cohort, which the pytest suite runs on slicer-core.
 """
 
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
-import qt
 import slicer
 import vtk
+from DiscAnalysisModuleLib.backgroundrun import BackgroundCliRun
 from DiscAnalysisModuleLib.cohort import CORRECTIONS, TESTS, loadResults, statsArguments
 from DiscAnalysisModuleLib.dependencies import ensureDependencies
 from slicer import vtkMRMLTableNode
@@ -173,51 +172,36 @@ class DiscCohortWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Cannot start the cohort analysis."), waitCursor=True):
             ensureDependencies("stats")
             args = self.logic.commandArguments(self._parameterNode)
-            self._process = qt.QProcess()
-            self._process.setProcessChannelMode(qt.QProcess.MergedChannels)
-            self._process.connect("readyReadStandardOutput()", self._onProcessOutput)
-            self._process.connect("finished(int,QProcess::ExitStatus)", self._onProcessFinished)
-            self._output = []
+            self._process = BackgroundCliRun(args, self._onProcessProgress, self._onProcessFinished)
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = _("Running...")
-            self._process.start(sys.executable, ["-m", "DiscAnalysisLib.cli", *args])
+            self._process.start()
             self._updateGuiState()
 
     def onCancelButton(self) -> None:
         if self._process is not None:
-            self._process.kill()
-            self._process = None
+            process, self._process = self._process, None
+            process.cancel()
             self.ui.statusLabel.text = _("Cancelled.")
             self._updateGuiState()
 
-    def _onProcessOutput(self) -> None:
-        from DiscAnalysisLib.progress import parse_progress_line
+    def _onProcessProgress(self, fraction, message) -> None:
+        self.ui.progressBar.value = int(fraction * 100)
+        if message:
+            self.ui.statusLabel.text = message
 
-        if self._process is None:  # cancelled: the killed process still signals
-            return
-        text = bytes(self._process.readAllStandardOutput()).decode("utf-8", "replace")
-        for line in text.splitlines():
-            parsed = parse_progress_line(line)
-            if parsed:
-                self.ui.progressBar.value = int(parsed[0] * 100)
-                self.ui.statusLabel.text = parsed[1]
-            elif line.strip():
-                self._output.append(line)
-
-    def _onProcessFinished(self, exitCode, exitStatus) -> None:
-        if self._process is None:  # cancelled
-            return
-        self._onProcessOutput()
+    def _onProcessFinished(self, ok, output) -> None:
         self._process = None
         self._updateGuiState()
-        if exitCode != 0:
-            message = "\n".join(self._output[-5:]) or _("the analysis process failed")
+        if not ok:
             self.ui.statusLabel.text = _("Failed.")
-            slicer.util.errorDisplay(_("The cohort analysis failed:") + "\n" + message)
+            slicer.util.errorDisplay(_("The cohort analysis failed:") + "\n"
+                                     + output.errorMessage(_("the analysis process failed"), lastLines=5))
             return
+        self.ui.progressBar.value = 100
         with slicer.util.tryWithErrorDisplay(_("Cannot load the results."), waitCursor=True):
             loaded = self.logic.loadResults(self._parameterNode)
-            self.ui.statusLabel.text = "\n".join(line for line in self._output if not line.startswith("PROGRESS"))[-600:]
+            self.ui.statusLabel.text = output.summary()
             first = next(iter(loaded.statNodes), None)
             if first is not None:
                 # the statistic over the atlas (or the cohort's mean map), significant voxels as a labelmap

@@ -291,7 +291,9 @@ def test_module_classes_follow_slicer_naming(name):
     assert "ScriptedLoadableModuleTest" in bases.get(f"{name}Test", set())
 
 
-SLICER_APP_FUNCTIONS = {("dependencies.py", "_pipInstall")}
+#: Functions of DiscAnalysisModuleLib that run only inside the Slicer application: the default installer of
+#: dependencies.py, and BackgroundCliRun.start, which creates the QProcess both modules share.
+SLICER_APP_FUNCTIONS = {("dependencies.py", "_pipInstall"), ("backgroundrun.py", "start")}
 
 
 def test_only_the_module_layer_imports_qt():
@@ -301,9 +303,10 @@ def test_only_the_module_layer_imports_qt():
         if path.parent == MODULE_DIR:
             continue
         tree = ast.parse(path.read_text())
-        # The one exception: the default installer of dependencies.py, called only inside the Slicer
-        # application when a step's packages are missing (tests inject their own installer); it falls back
-        # to slicer.util.pip_install on Slicer releases without slicer.packaging.pip_ensure.
+        # The exceptions (SLICER_APP_FUNCTIONS): the default installer of dependencies.py, called only inside
+        # the Slicer application when a step's packages are missing (tests inject their own installer; it falls
+        # back to slicer.util.pip_install on Slicer releases without slicer.packaging.pip_ensure), and the
+        # QProcess of the shared background runner.
         exempt = {
             line
             for f in ast.walk(tree)
@@ -330,6 +333,14 @@ def test_only_the_module_layer_imports_qt():
 
 
 # ---------------------------------------------------------------------------------------- packaging
+def test_both_modules_use_the_shared_background_runner():
+    """One QProcess runner (DiscAnalysisModuleLib.backgroundrun) for every long step of both modules."""
+    for name in ("DiscAnalysis.py", "DiscCohort.py"):
+        text = (MODULE_DIR / name).read_text()
+        assert "BackgroundCliRun(" in text, name
+        assert "QProcess" not in text, f"{name} builds its own QProcess"
+
+
 def test_module_cmake_lists_every_script_and_resource():
     commands, variables = _cmake_commands(MODULE_DIR / "CMakeLists.txt")
     scripts = variables["MODULE_PYTHON_SCRIPTS"]
