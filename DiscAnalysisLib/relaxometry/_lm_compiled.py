@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _lm_math
+
 try:  # numba is optional: without it the numpy implementation is used
     import numba
 except ImportError:  # pragma: no cover - exercised where numba is missing
@@ -80,26 +82,10 @@ def _lm_one(yv, wv, weighted, t, uniform, a, r, offset, max_iterations, tol, e, 
         g2 = -a * s_ter
         f = 1.0 + lam
         dc = 0.0
-        k11 = h11 * f
-        k22 = h22 * f
         if offset:
-            k33 = h33 * f
-            h13 = s_e
-            h23 = -a * s_te
-            c11 = k22 * k33 - h23 * h23
-            c12 = h13 * h23 - h12 * k33
-            c13 = h12 * h23 - h13 * k22
-            c22 = k11 * k33 - h13 * h13
-            c23 = h12 * h13 - k11 * h23
-            c33 = k11 * k22 - h12 * h12
-            det = k11 * c11 + h12 * c12 + h13 * c13
-            da = (c11 * g1 + c12 * g2 + c13 * g3) / det
-            dr = (c12 * g1 + c22 * g2 + c23 * g3) / det
-            dc = (c13 * g1 + c23 * g2 + c33 * g3) / det
+            da, dr, dc = _solve3(h11 * f, h12, s_e, h22 * f, -a * s_te, h33 * f, g1, g2, g3)
         else:
-            det = k11 * k22 - h12 * h12
-            da = (k22 * g1 - h12 * g2) / det
-            dr = (k11 * g2 - h12 * g1) / det
+            da, dr = _solve2(h11 * f, h12, h22 * f, g1, g2)
         scale_a = abs(a) + tiny
         small = (abs(da) <= tol * scale_a) and (abs(dr) <= tol * (abs(r) + tiny)) and (lam <= 1e-2)
         if offset:
@@ -198,6 +184,8 @@ def _fit_columns(y, t, uniform, n_par, offset, max_iterations, tol,
 
 if AVAILABLE:
     _decay = numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")(_decay)
+    _solve2 = numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")(_lm_math.solve2)
+    _solve3 = numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")(_lm_math.solve3)
     _lm_one = numba.njit(nogil=True, cache=True, error_model="numpy")(_lm_one)
     _kernel = numba.njit(nogil=True, cache=True, error_model="numpy")(_fit_columns)
 else:  # pragma: no cover

@@ -40,6 +40,7 @@ import SimpleITK as sitk
 from .. import image_io
 from ..errors import InputError
 from ..progress import Progress, ProgressCallback
+from . import _lm_math
 
 log = logging.getLogger(__name__)
 
@@ -738,24 +739,12 @@ def _wcost(w, res, one, scratch):
 
 def _solve2(h11, h12, h22, g1, g2):
     with np.errstate(divide="ignore", invalid="ignore"):
-        det = h11 * h22 - h12 * h12
-        return (h22 * g1 - h12 * g2) / det, (h11 * g2 - h12 * g1) / det
+        return _lm_math.solve2(h11, h12, h22, g1, g2)
 
 
 def _solve3(h11, h12, h13, h22, h23, h33, g1, g2, g3):
-    # Symmetric 3 x 3 system by the adjugate (cofactor) formula.
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        c11 = h22 * h33 - h23 * h23
-        c12 = h13 * h23 - h12 * h33
-        c13 = h12 * h23 - h13 * h22
-        c22 = h11 * h33 - h13 * h13
-        c23 = h12 * h13 - h11 * h23
-        c33 = h11 * h22 - h12 * h12
-        det = h11 * c11 + h12 * c12 + h13 * c13
-        x1 = (c11 * g1 + c12 * g2 + c13 * g3) / det
-        x2 = (c12 * g1 + c22 * g2 + c23 * g3) / det
-        x3 = (c13 * g1 + c23 * g2 + c33 * g3) / det
-    return x1, x2, x3
+        return _lm_math.solve3(h11, h12, h13, h22, h23, h33, g1, g2, g3)
 
 
 # ------------------------------------------------------------------------------------------- accuracy

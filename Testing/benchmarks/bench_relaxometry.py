@@ -70,6 +70,17 @@ def curve_fit_loop(series2d: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, f
     return out, time.perf_counter() - t0
 
 
+def timed_fits(series, settings, repeats):
+    """The fit and the median wall and CPU seconds of ``repeats`` runs."""
+    walls, cpus, fit = [], [], None
+    for _ in range(repeats):
+        c0, t0 = time.process_time(), time.perf_counter()
+        fit = fit_relaxation(series, TE_MS, settings=settings)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return fit, float(np.median(walls)), float(np.median(cpus))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subset", type=int, default=2000, help="voxels for the curve_fit loop")
@@ -87,22 +98,9 @@ def main() -> int:
           f"fit threads {settings.threads}, engine {'compiled (numba)' if uses_compiled(settings) else 'numpy'}")
 
     fit_relaxation(series[:, :1], TE_MS, settings=settings)  # warm-up (imports, thread pool)
-    walls, cpus, fit = [], [], None
-    for _ in range(args.repeats):
-        c0, t0 = time.process_time(), time.perf_counter()
-        fit = fit_relaxation(series, TE_MS, settings=settings)
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    wall, cpu = float(np.median(walls)), float(np.median(cpus))
+    fit, wall, cpu = timed_fits(series, settings, args.repeats)
     # The numpy engine in the same process, as the in-run baseline of the compiled one.
-    np_settings = FitSettings(n_threads=args.threads, engine="numpy")
-    np_walls, np_cpus = [], []
-    for _ in range(args.repeats):
-        c0, t0 = time.process_time(), time.perf_counter()
-        np_fit = fit_relaxation(series, TE_MS, settings=np_settings)
-        np_walls.append(time.perf_counter() - t0)
-        np_cpus.append(time.process_time() - c0)
-    np_wall, np_cpu = float(np.median(np_walls)), float(np.median(np_cpus))
+    np_fit, np_wall, np_cpu = timed_fits(series, FitSettings(n_threads=args.threads, engine="numpy"), args.repeats)
     ours_wall = n_vox / wall / 1e6
     ours_cpu = n_vox / cpu / 1e6
 
