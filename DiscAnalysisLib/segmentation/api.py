@@ -11,6 +11,7 @@ import SimpleITK as sitk
 from ..errors import InputError
 from ..progress import Progress, ProgressCallback
 from . import network
+from .csf import CsfSettings, label_csf
 from .postprocess import LevelRow, PostprocessSettings, assign_levels
 from .preprocess import (
     TRAIN_SPACING_MM,
@@ -31,6 +32,8 @@ class SegmentationSettings:
     ``pixel_spacing_mm``: in-plane pixel size for bitmaps that do not store one (ignored when the file
     has a spacing). ``tta``: average over intensity variants (slower, see network.predict_probabilities).
     ``weights_path``/``weights_sha256``: use other weights than the shipped ones (research use).
+    ``csf``: add the CSF of the spinal canal (label 61), the reference tissue of the markers' signal
+    intensity difference, by the rule of :mod:`.csf` (``None``: leave CSF out).
     """
 
     pixel_spacing_mm: float | None = None
@@ -39,6 +42,7 @@ class SegmentationSettings:
     weights_path: str | None = None
     weights_sha256: str | None = None
     postprocess: PostprocessSettings = field(default_factory=PostprocessSettings)
+    csf: CsfSettings | None = field(default_factory=CsfSettings)
 
     def to_row(self) -> dict:
         return {
@@ -46,6 +50,7 @@ class SegmentationSettings:
             "tta": self.tta,
             "weights": self.weights_path or network.WEIGHTS_FILE,
             **self.postprocess.to_row(),
+            "csf_reference": self.csf is not None,
         }
 
 
@@ -127,6 +132,10 @@ def segment_image(
             "No intervertebral disc was found in the image. Check that it is a sagittal T2-weighted image of the "
             "lumbar spine (and, for a bitmap, give its pixel size with --pixel-spacing-mm)."
         )
+    if settings.csf is not None:
+        labels_c, n_csf = label_csf(labels_c, stack.slices, stack.spacing_mm, settings.csf)
+        if n_csf == 0:
+            flags.append("no_csf_reference")
     out = sitk.GetImageFromArray(from_canonical(stack, labels_c).astype(np.uint8))
     out.CopyInformation(image)
     prog.report(1.0, "done")
