@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Evaluate the Pfirrmann grading CNN on the held-out test patients of the committed split.
 
-    python scripts/evaluate_grading.py --data ../shared/data/pfirrmann_sudirman [--weights FILE]
+    python scripts/evaluate_grading.py --data ../shared/data/pfirrmann_sudirman [--weights FILE [FILE ...]]
 
 Reads the split from ``Resources/Models/pfirrmann_split.json`` (written by train_grading.py), grades every
 test disc with test-time augmentation from its annotation box (the same crop geometry as at inference from
@@ -146,7 +146,10 @@ def confusion_figure(cm: np.ndarray, path: Path, title: str) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(Path(os.environ.get("DISCANALYSIS_DATA", REPO.parent / "shared" / "data")) / "pfirrmann_sudirman"))
-    ap.add_argument("--weights", help="weights file to evaluate (default: the shipped, SHA-256-checked model)")
+    ap.add_argument("--weights", nargs="+", default=None,
+                    help="weights file(s) to evaluate (default: the shipped, SHA-256-checked model); several = ensemble")
+    ap.add_argument("--temperature", type=float, default=None,
+                    help="common temperature of an ensemble given with --weights (see build_grading_ensemble.py)")
     ap.add_argument("--split", default=str(REPO / "Resources" / "Models" / "pfirrmann_split.json"))
     ap.add_argument("--subset", default="test", choices=("test", "val"))
     ap.add_argument("--n-boot", type=int, default=2000)
@@ -159,7 +162,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    model = load_model(args.weights)
+    model = load_model(args.weights, temperature=args.temperature)
     split = json.loads(Path(args.split).read_text())
     samples, images = load_samples(args.data)
     patients = split[args.subset]
