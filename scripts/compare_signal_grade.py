@@ -311,11 +311,12 @@ def _cached(segment_image, path: Path):
     return run
 
 
-def _boundaries(clf) -> list[float]:
-    """ΔSI values where the refitted logistic regression's predicted grade changes (scan 0-200)."""
+def _boundaries(clf) -> list[str]:
+    """Predicted grade of the refitted logistic regression along ΔSI 0-200: "grade g from ΔSI x" steps."""
     grid = np.linspace(0, 200, 2001)
     pred = clf.classes_[clf.predict_proba(grid[:, None] / 100.0).argmax(1)]
-    return [round(float(grid[i + 1]), 1) for i in np.nonzero(np.diff(pred))[0]]
+    return [f"grade {int(pred[0])} from 0"] + [f"grade {int(pred[i + 1])} from {grid[i + 1]:.1f}"
+                                               for i in np.nonzero(np.diff(pred))[0]]
 
 
 def _sel(y, p, keys, level):
@@ -368,7 +369,7 @@ def table_md(s: dict) -> str:
     if s.get("signal_refit"):
         r = s["signal_refit"]
         lines += ["", f"ΔSI refit: {r['n_discs']} of {r['n_discs_reference']} discs of the {r['patients']} patients (grades "
-                  f"{r['grades']}); grade changes at ΔSI {r['grade_boundaries_delta_si']} (BianqueNet grade means "
+                  f"{r['grades']}); predicted: {', '.join(r['grade_boundaries_delta_si'])} (BianqueNet grade means "
                   "121.7, 94.9, 72.5, 45.3, 20.7)."]
     lines += ["", "Median ΔSI by reference grade (n): " + ", ".join(
         f"{g}: {v[0]:.1f} ({v[1]})" for g, v in s["delta_si_by_reference_grade"].items())]

@@ -93,6 +93,31 @@ def signal_baseline(samples, images, split, subset):
     return metrics.all_metrics(yy, pm.argmax(1) + 1, pm)
 
 
+PAIRED_METRICS = ("balanced_accuracy", "accuracy", "kappa", "kappa_quadratic", "macro_f1", "group_accuracy")
+
+
+def paired_comparisons(files, samples, images, patients, keys, y, probs, groups, n_boot) -> list[dict]:
+    """Each other model's metrics on the same discs and the bootstrap interval of the paired differences."""
+    out = []
+    pred = probs.argmax(1) + 1
+    for f in files:
+        k2, y2, p2 = predict_split(load_model(f), samples, images, patients, tta=True)
+        assert k2 == keys and np.array_equal(y2, y)
+        pred2 = p2.argmax(1) + 1
+        m2 = metrics.all_metrics(y, pred2, p2)
+        m1 = metrics.all_metrics(y, pred, probs)
+
+        def diff(idx, pred2=pred2, p2=p2):
+            a = metrics.all_metrics(y[idx], pred[idx], probs[idx])
+            b = metrics.all_metrics(y[idx], pred2[idx], p2[idx])
+            return {k: a[k] - b[k] for k in PAIRED_METRICS}
+
+        ci = metrics.bootstrap_ci(groups, diff, n_boot=n_boot, seed=0)
+        out.append({"weights": str(f), "metrics": m2, "confusion": metrics.confusion(y, pred2).tolist(),
+                    "difference": {k: (m1[k] - m2[k], *ci[k]) for k in PAIRED_METRICS}})
+    return out
+
+
 def external_check(model, data_root: Path) -> list[str]:
     """Grades on the 3D lumbar T2 set of healthy 20-40-year-olds (another scanner, all five levels).
 
@@ -150,6 +175,9 @@ def main(argv=None) -> int:
                     help="weights file(s) to evaluate (default: the shipped, SHA-256-checked model); several = ensemble")
     ap.add_argument("--temperature", type=float, default=None,
                     help="common temperature of an ensemble given with --weights (see build_grading_ensemble.py)")
+    ap.add_argument("--compare-weights", nargs="+", default=(), metavar="FILE",
+                    help="other single weights files scored on the same discs (with TTA): each one's metrics and the "
+                         "paired patient-bootstrap difference (evaluated model minus it) of the main metrics")
     ap.add_argument("--split", default=str(REPO / "Resources" / "Models" / "pfirrmann_split.json"))
     ap.add_argument("--subset", default="test", choices=("test", "val"))
     ap.add_argument("--n-boot", type=int, default=2000)
@@ -197,6 +225,7 @@ def main(argv=None) -> int:
     }
 
     baseline = signal_baseline(samples, images, split, args.subset)
+    compared = paired_comparisons(args.compare_weights, samples, images, patients, keys, y, probs, groups, args.n_boot)
 
     out = {
         "signal_baseline": baseline,
@@ -211,6 +240,7 @@ def main(argv=None) -> int:
         "per_grade_precision_recall_f1_support": {str(g): v for g, v in prf.items()},
         "per_level": per_level,
         "calibration": calib,
+        "compared_with": compared,
     }
     text = json.dumps(out, indent=1)
     if args.json:
@@ -237,6 +267,13 @@ def main(argv=None) -> int:
     lines += ["", f"Confidence: mean max-probability {calib['mean_confidence']:.3f} vs accuracy {calib['accuracy']:.3f}; "
               f"{calib['fraction_confidence_ge_0.5']:.0%} of discs have confidence >= 0.5, accuracy among them "
               f"{calib['accuracy_when_confidence_ge_0.5']:.3f}."]
+    for c in compared:
+        lines += ["", f"Paired with `{c['weights']}` on the same {len(y)} discs (this model minus that one; 95 % "
+                  "patient-bootstrap interval of the difference):", "",
+                  "| metric | this model | that model | difference (95 % CI) |", "|---|---|---|---|"]
+        for k, d in c["difference"].items():
+            lines.append(f"| {k} | {res[k]:.3f} | {c['metrics'][k]:.3f} | {d[0]:+.3f} ({d[1]:+.3f} to {d[2]:+.3f}) |")
+        lines += ["", "Its confusion matrix: " + " ".join(str(r) for r in c["confusion"])]
     ext_root = Path(args.data).parent
     if (ext_root / "lumbar_t2_3d").is_dir():
         lines += ["", "Other scanner (lumbar_t2_3d, healthy 20-40 y, 3D stack, all five levels; grade (confidence)):", ""]

@@ -18,12 +18,15 @@ from .model import _torch, build_model
 
 #: The shipped member networks (resource path, SHA-256 printed by scripts/train_grading.py); a mismatch refuses
 #: to load. With more than one, a disc's probabilities are the mean over the members (and the TTA variants).
+#: Shipped: two training runs of the same recipe (seeds 0 and 1), chosen over the seed-0 model alone on the
+#: validation patients (docs/validation.md, "Ensemble of two seeds").
 MODEL_FILES: tuple[tuple[str, str], ...] = (
     ("Models/pfirrmann_grading.pt", "9bed2d032c9b0aef3f292e3cb9927d6fbe2ba9eea49bbb384ab4a7aac9bbb196"),
+    ("Models/pfirrmann_grading_seed1.pt", "0121b1e5bc6eb3f763b2c79ec6a4b0bd3bb40f78040bf481c3c364b193892d47"),
 )
 #: Temperature applied to every member's logits when there are several members, fitted on the validation
 #: patients by scripts/build_grading_ensemble.py; a single member uses the temperature stored in its file.
-ENSEMBLE_TEMPERATURE: float | None = None
+ENSEMBLE_TEMPERATURE: float | None = 0.5955013011112817
 #: The first member (kept for callers that name one file).
 MODEL_FILE, MODEL_SHA256 = MODEL_FILES[0]
 
