@@ -5,7 +5,9 @@
 
 Writes ``Resources/Models/pfirrmann_grading.pt`` (a weights-only state dict plus metadata) and
 ``Resources/Models/pfirrmann_split.json`` (the patient IDs of the train/val/test split; IDs only, no data),
-and prints the SHA-256 to paste into ``DiscAnalysisLib/grading/predict.py``. The test patients are never
+and prints the SHA-256 to paste into ``MODEL_FILES`` of ``DiscAnalysisLib/grading/predict.py``. Another seed
+of the same recipe: ``--seed N --split-seed 0 --out runs/...`` (the split depends only on ``--split-seed``);
+scripts/build_grading_ensemble.py decides on the validation patients whether to ship an ensemble. The test patients are never
 seen here: model selection and temperature scaling use the validation patients only.
 
 Recipe (see docs/validation.md): patient-level 70/10/20 split stratified by each patient's rarest grade;
