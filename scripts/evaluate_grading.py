@@ -118,6 +118,38 @@ def paired_comparisons(files, samples, images, patients, keys, y, probs, groups,
     return out
 
 
+def upper_levels(model, data_root: Path, patients) -> dict:
+    """Predicted grade counts at L1-L2 / L2-L3 (boxed but not graded in the data set) and L3-L4, same patients.
+
+    The 4th and 5th merged disc box from the bottom are L2-L3 and L1-L2 (images with fewer than five disc
+    boxes are left out); probabilities averaged over a patient's images. Plausibility only: no reference.
+    """
+    from PIL import Image
+
+    from DiscAnalysisLib.grading.sudirman import BULGE_WIDTH_FACTOR, PREFERRED_CLASSES, disc_boxes, patient_of
+
+    keep = set(patients)
+    acc: dict[tuple[int, str], list] = {}
+    for png in sorted((Path(data_root) / "images").glob("*.png")):
+        if patient_of(png) not in keep or not (Path(data_root) / "boxes" / f"{png.stem}.txt").is_file():
+            continue
+        with Image.open(png) as im:
+            arr = np.asarray(im.convert("L"), dtype=np.float32)
+        boxes = disc_boxes(Path(data_root) / "boxes" / f"{png.stem}.txt", arr.shape)
+        if len(boxes) < 5:
+            continue
+        for level, (c, r, col, bw, _) in zip(("L3-L4", "L2-L3", "L1-L2"), list(reversed(boxes))[2:5], strict=True):
+            width = bw * (BULGE_WIDTH_FACTOR if c not in PREFERRED_CLASSES else 1.0)
+            acc.setdefault((patient_of(png), level), []).append(model.probabilities(arr, (r, col), width)[0])
+    out = {}
+    for level in ("L1-L2", "L2-L3", "L3-L4"):
+        probs = np.array([np.mean(v, axis=0) for k, v in sorted(acc.items()) if k[1] == level])
+        if len(probs):
+            out[level] = {"n": int(len(probs)), "grade_counts": np.bincount(probs.argmax(1) + 1, minlength=6)[1:].tolist(),
+                          "mean_confidence": float(probs.max(1).mean())}
+    return out
+
+
 def external_check(model, data_root: Path) -> list[str]:
     """Grades on the 3D lumbar T2 set of healthy 20-40-year-olds (another scanner, all five levels).
 
@@ -225,6 +257,7 @@ def main(argv=None) -> int:
     }
 
     baseline = signal_baseline(samples, images, split, args.subset)
+    upper = upper_levels(model, args.data, patients)
     compared = paired_comparisons(args.compare_weights, samples, images, patients, keys, y, probs, groups, args.n_boot)
 
     out = {
@@ -241,6 +274,7 @@ def main(argv=None) -> int:
         "per_level": per_level,
         "calibration": calib,
         "compared_with": compared,
+        "upper_levels_plausibility": upper,
     }
     text = json.dumps(out, indent=1)
     if args.json:
@@ -267,6 +301,8 @@ def main(argv=None) -> int:
     lines += ["", f"Confidence: mean max-probability {calib['mean_confidence']:.3f} vs accuracy {calib['accuracy']:.3f}; "
               f"{calib['fraction_confidence_ge_0.5']:.0%} of discs have confidence >= 0.5, accuracy among them "
               f"{calib['accuracy_when_confidence_ge_0.5']:.3f}."]
+    lines += ["", "Upper levels (boxed, not graded; predicted grade counts 1-5, mean confidence): " + "; ".join(
+        f"{lv} {d['grade_counts']} ({d['mean_confidence']:.2f}, n {d['n']})" for lv, d in upper.items())]
     for c in compared:
         lines += ["", f"Paired with `{c['weights']}` on the same {len(y)} discs (this model minus that one; 95 % "
                   "patient-bootstrap interval of the difference):", "",
