@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Evaluate the Pfirrmann grading CNN on the held-out test patients of the committed split.
 
-    python scripts/evaluate_grading.py --data ../shared/data/pfirrmann_sudirman [--weights FILE]
+    python scripts/evaluate_grading.py --data ../shared/data/pfirrmann_sudirman [--weights FILE [FILE ...]]
 
 Reads the split from ``Resources/Models/pfirrmann_split.json`` (written by train_grading.py), grades every
 test disc with test-time augmentation from its annotation box (the same crop geometry as at inference from
@@ -93,6 +93,63 @@ def signal_baseline(samples, images, split, subset):
     return metrics.all_metrics(yy, pm.argmax(1) + 1, pm)
 
 
+PAIRED_METRICS = ("balanced_accuracy", "accuracy", "kappa", "kappa_quadratic", "macro_f1", "group_accuracy")
+
+
+def paired_comparisons(files, samples, images, patients, keys, y, probs, groups, n_boot) -> list[dict]:
+    """Each other model's metrics on the same discs and the bootstrap interval of the paired differences."""
+    out = []
+    pred = probs.argmax(1) + 1
+    for f in files:
+        k2, y2, p2 = predict_split(load_model(f), samples, images, patients, tta=True)
+        assert k2 == keys and np.array_equal(y2, y)
+        pred2 = p2.argmax(1) + 1
+        m2 = metrics.all_metrics(y, pred2, p2)
+        m1 = metrics.all_metrics(y, pred, probs)
+
+        def diff(idx, pred2=pred2, p2=p2):
+            a = metrics.all_metrics(y[idx], pred[idx], probs[idx])
+            b = metrics.all_metrics(y[idx], pred2[idx], p2[idx])
+            return {k: a[k] - b[k] for k in PAIRED_METRICS}
+
+        ci = metrics.bootstrap_ci(groups, diff, n_boot=n_boot, seed=0)
+        out.append({"weights": str(f), "metrics": m2, "confusion": metrics.confusion(y, pred2).tolist(),
+                    "difference": {k: (m1[k] - m2[k], *ci[k]) for k in PAIRED_METRICS}})
+    return out
+
+
+def upper_levels(model, data_root: Path, patients) -> dict:
+    """Predicted grade counts at L1-L2 / L2-L3 (boxed but not graded in the data set) and L3-L4, same patients.
+
+    The 4th and 5th merged disc box from the bottom are L2-L3 and L1-L2 (images with fewer than five disc
+    boxes are left out); probabilities averaged over a patient's images. Plausibility only: no reference.
+    """
+    from PIL import Image
+
+    from DiscAnalysisLib.grading.sudirman import BULGE_WIDTH_FACTOR, PREFERRED_CLASSES, disc_boxes, patient_of
+
+    keep = set(patients)
+    acc: dict[tuple[int, str], list] = {}
+    for png in sorted((Path(data_root) / "images").glob("*.png")):
+        if patient_of(png) not in keep or not (Path(data_root) / "boxes" / f"{png.stem}.txt").is_file():
+            continue
+        with Image.open(png) as im:
+            arr = np.asarray(im.convert("L"), dtype=np.float32)
+        boxes = disc_boxes(Path(data_root) / "boxes" / f"{png.stem}.txt", arr.shape)
+        if len(boxes) < 5:
+            continue
+        for level, (c, r, col, bw, _) in zip(("L3-L4", "L2-L3", "L1-L2"), list(reversed(boxes))[2:5], strict=True):
+            width = bw * (BULGE_WIDTH_FACTOR if c not in PREFERRED_CLASSES else 1.0)
+            acc.setdefault((patient_of(png), level), []).append(model.probabilities(arr, (r, col), width)[0])
+    out = {}
+    for level in ("L1-L2", "L2-L3", "L3-L4"):
+        probs = np.array([np.mean(v, axis=0) for k, v in sorted(acc.items()) if k[1] == level])
+        if len(probs):
+            out[level] = {"n": int(len(probs)), "grade_counts": np.bincount(probs.argmax(1) + 1, minlength=6)[1:].tolist(),
+                          "mean_confidence": float(probs.max(1).mean())}
+    return out
+
+
 def external_check(model, data_root: Path) -> list[str]:
     """Grades on the 3D lumbar T2 set of healthy 20-40-year-olds (another scanner, all five levels).
 
@@ -146,7 +203,13 @@ def confusion_figure(cm: np.ndarray, path: Path, title: str) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(Path(os.environ.get("DISCANALYSIS_DATA", REPO.parent / "shared" / "data")) / "pfirrmann_sudirman"))
-    ap.add_argument("--weights", help="weights file to evaluate (default: the shipped, SHA-256-checked model)")
+    ap.add_argument("--weights", nargs="+", default=None,
+                    help="weights file(s) to evaluate (default: the shipped, SHA-256-checked model); several = ensemble")
+    ap.add_argument("--temperature", type=float, default=None,
+                    help="common temperature of an ensemble given with --weights (see build_grading_ensemble.py)")
+    ap.add_argument("--compare-weights", nargs="+", default=(), metavar="FILE",
+                    help="other single weights files scored on the same discs (with TTA): each one's metrics and the "
+                         "paired patient-bootstrap difference (evaluated model minus it) of the main metrics")
     ap.add_argument("--split", default=str(REPO / "Resources" / "Models" / "pfirrmann_split.json"))
     ap.add_argument("--subset", default="test", choices=("test", "val"))
     ap.add_argument("--n-boot", type=int, default=2000)
@@ -159,7 +222,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    model = load_model(args.weights)
+    model = load_model(args.weights, temperature=args.temperature)
     split = json.loads(Path(args.split).read_text())
     samples, images = load_samples(args.data)
     patients = split[args.subset]
@@ -194,6 +257,8 @@ def main(argv=None) -> int:
     }
 
     baseline = signal_baseline(samples, images, split, args.subset)
+    upper = upper_levels(model, args.data, patients)
+    compared = paired_comparisons(args.compare_weights, samples, images, patients, keys, y, probs, groups, args.n_boot)
 
     out = {
         "signal_baseline": baseline,
@@ -208,6 +273,8 @@ def main(argv=None) -> int:
         "per_grade_precision_recall_f1_support": {str(g): v for g, v in prf.items()},
         "per_level": per_level,
         "calibration": calib,
+        "compared_with": compared,
+        "upper_levels_plausibility": upper,
     }
     text = json.dumps(out, indent=1)
     if args.json:
@@ -234,6 +301,15 @@ def main(argv=None) -> int:
     lines += ["", f"Confidence: mean max-probability {calib['mean_confidence']:.3f} vs accuracy {calib['accuracy']:.3f}; "
               f"{calib['fraction_confidence_ge_0.5']:.0%} of discs have confidence >= 0.5, accuracy among them "
               f"{calib['accuracy_when_confidence_ge_0.5']:.3f}."]
+    lines += ["", "Upper levels (boxed, not graded; predicted grade counts 1-5, mean confidence): " + "; ".join(
+        f"{lv} {d['grade_counts']} ({d['mean_confidence']:.2f}, n {d['n']})" for lv, d in upper.items())]
+    for c in compared:
+        lines += ["", f"Paired with `{c['weights']}` on the same {len(y)} discs (this model minus that one; 95 % "
+                  "patient-bootstrap interval of the difference):", "",
+                  "| metric | this model | that model | difference (95 % CI) |", "|---|---|---|---|"]
+        for k, d in c["difference"].items():
+            lines.append(f"| {k} | {res[k]:.3f} | {c['metrics'][k]:.3f} | {d[0]:+.3f} ({d[1]:+.3f} to {d[2]:+.3f}) |")
+        lines += ["", "Its confusion matrix: " + " ".join(str(r) for r in c["confusion"])]
     ext_root = Path(args.data).parent
     if (ext_root / "lumbar_t2_3d").is_dir():
         lines += ["", "Other scanner (lumbar_t2_3d, healthy 20-40 y, 3D stack, all five levels; grade (confidence)):", ""]

@@ -141,7 +141,9 @@ def try_import_segmentation():
         return None
 
 
-def markers_for_image(png: Path, boxes: np.ndarray, segment_image, compute_markers, seg_state: dict) -> list[dict]:
+def segmentation_labelmap(png: Path, boxes: np.ndarray, segment_image, seg_state: dict):
+    """Step 1 and 2 of the module docstring for one image: (image, normalised array, labelmap array, mask method,
+    reasons per level). Also used by scripts/compare_signal_grade.py."""
     import SimpleITK as sitk
 
     from DiscAnalysisLib.image_io import read_image
@@ -162,6 +164,15 @@ def markers_for_image(png: Path, boxes: np.ndarray, segment_image, compute_marke
             log.warning("segmentation unavailable (%s); using the YOLO-box ellipse fallback", seg_state["failed"])
     if lab is None:
         lab, reasons = ellipse_labelmap(arr.shape, boxes)
+    return image, norm, lab, method, reasons
+
+
+def marker_rows(png: Path, image, norm: np.ndarray, lab: np.ndarray, method: str, reasons: dict, compute_markers,
+                columns: tuple[str, ...] = MARKERS) -> list[dict]:
+    """Step 3 for one image: one row per graded level with ``columns`` of the markers report (the first
+    ``MARKERS`` must all be present for a row without a reason)."""
+    import SimpleITK as sitk
+
     rows = []
     report = None
     marker_method = "own minimal (column bands)"
@@ -188,14 +199,21 @@ def markers_for_image(png: Path, boxes: np.ndarray, segment_image, compute_marke
             continue
         if report is not None:
             r = next((x for x in report.rows() if x.get("level") == level), {})
-            vals = {m: r.get(m) for m in MARKERS}
-            if any(v is None for v in vals.values()):
+            vals = {m: r.get(m) for m in columns}
+            if any(vals[m] is None for m in MARKERS if m in vals):
                 row["reason"] = f"markers unavailable ({r.get('reason', '')})"
-            row.update({m: ("" if v is None else float(v)) for m, v in vals.items()})
+            elif any(v is None for v in vals.values()):
+                row["marker_note"] = str(r.get("reason", ""))
+            row.update({m: ("" if v is None else (float(v) if m in MARKERS else v)) for m, v in vals.items()})
         else:
             row.update(own_markers(norm, mask))
         rows.append(row)
     return rows
+
+
+def markers_for_image(png: Path, boxes: np.ndarray, segment_image, compute_markers, seg_state: dict) -> list[dict]:
+    image, norm, lab, method, reasons = segmentation_labelmap(png, boxes, segment_image, seg_state)
+    return marker_rows(png, image, norm, lab, method, reasons, compute_markers)
 
 
 def build_marker_table(data: Path, out: Path, limit: int | None) -> Path:

@@ -5,7 +5,9 @@
 
 Writes ``Resources/Models/pfirrmann_grading.pt`` (a weights-only state dict plus metadata) and
 ``Resources/Models/pfirrmann_split.json`` (the patient IDs of the train/val/test split; IDs only, no data),
-and prints the SHA-256 to paste into ``DiscAnalysisLib/grading/predict.py``. The test patients are never
+and prints the SHA-256 to paste into ``MODEL_FILES`` of ``DiscAnalysisLib/grading/predict.py``. Another seed
+of the same recipe: ``--seed N --split-seed 0 --out runs/...`` (the split depends only on ``--split-seed``);
+scripts/build_grading_ensemble.py decides on the validation patients whether to ship an ensemble. The test patients are never
 seen here: model selection and temperature scaling use the validation patients only.
 
 Recipe (see docs/validation.md): patient-level 70/10/20 split stratified by each patient's rarest grade;
@@ -88,7 +90,10 @@ def main(argv=None) -> int:
     ap.add_argument("--ordinal-weight", type=float, default=0.5, help="weight of the squared-EMD ordinal term")
     ap.add_argument("--size", type=int, default=CROP_SIZE)
     ap.add_argument("--fov", type=float, default=FOV_FACTOR)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the weights' initialisation, batch order and augmentation")
+    ap.add_argument("--split-seed", type=int, default=0,
+                    help="seed of the patient split; keep 0 (the shipped split) when training another seed, "
+                         "otherwise the shipped test patients end up in training")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -101,9 +106,9 @@ def main(argv=None) -> int:
 
     t0 = time.time()
     samples, images = load_samples(args.data)
-    split = stratified_patient_split(samples, seed=args.seed)
+    split = stratified_patient_split(samples, seed=args.split_seed)
     Path(args.split_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.split_out).write_text(json.dumps({"seed": args.seed, "fractions": [0.7, 0.1, 0.2], **split}, indent=1) + "\n")
+    Path(args.split_out).write_text(json.dumps({"seed": args.split_seed, "fractions": [0.7, 0.1, 0.2], **split}, indent=1) + "\n")
     part = {k: [s for s in samples if s.patient in set(v)] for k, v in split.items()}
     log.info("loaded %d discs of %d images in %.1f s; split %s", len(samples), len(images), time.time() - t0,
              {k: len(v) for k, v in part.items()})
@@ -172,6 +177,7 @@ def main(argv=None) -> int:
         "temperature": float(temperature),
         "epoch": int(best[2]),
         "seed": int(args.seed),
+        "split_seed": int(args.split_seed),
         "recipe": " ".join(sys.argv[1:]) or "defaults",
     }
     out = Path(args.out)

@@ -16,20 +16,57 @@ from .augment import TTA_VARIANTS
 from .crop import extract_crop
 from .model import _torch, build_model
 
-MODEL_FILE = "Models/pfirrmann_grading.pt"
-#: SHA-256 of the shipped weights (printed by scripts/train_grading.py); a mismatch refuses to load.
-MODEL_SHA256 = "9bed2d032c9b0aef3f292e3cb9927d6fbe2ba9eea49bbb384ab4a7aac9bbb196"
+#: The shipped member networks (resource path, SHA-256 printed by scripts/train_grading.py); a mismatch refuses
+#: to load. With more than one, a disc's probabilities are the mean over the members (and the TTA variants).
+#: Shipped: two training runs of the same recipe (seeds 0 and 1), chosen over the seed-0 model alone on the
+#: validation patients (docs/validation.md, "Ensemble of two seeds").
+MODEL_FILES: tuple[tuple[str, str], ...] = (
+    ("Models/pfirrmann_grading.pt", "9bed2d032c9b0aef3f292e3cb9927d6fbe2ba9eea49bbb384ab4a7aac9bbb196"),
+    ("Models/pfirrmann_grading_seed1.pt", "0121b1e5bc6eb3f763b2c79ec6a4b0bd3bb40f78040bf481c3c364b193892d47"),
+)
+#: Temperature applied to every member's logits when there are several members, fitted on the validation
+#: patients by scripts/build_grading_ensemble.py; a single member uses the temperature stored in its file.
+ENSEMBLE_TEMPERATURE: float | None = 0.5955013011112817
+#: The first member (kept for callers that name one file).
+MODEL_FILE, MODEL_SHA256 = MODEL_FILES[0]
 
 
 @dataclass(frozen=True)
 class GradingModel:
-    """The network in eval mode and the preprocessing it was trained with."""
+    """The network(s) in eval mode and the preprocessing they were trained with.
 
-    net: object
+    ``nets`` holds one network or the members of an ensemble (same crop geometry); their logits are divided
+    by ``temperature``, turned into probabilities and averaged over members and test-time variants.
+    """
+
+    nets: tuple
     crop_size: int
     fov_factor: float
     temperature: float
     source: str
+
+    def crops(
+        self, slice2d: np.ndarray, center_rc: tuple[float, float], width: float, *,
+        spacing_rc: tuple[float, float] = (1.0, 1.0), tta: bool = True,
+    ) -> tuple[np.ndarray, float]:
+        """The (variants, 1, size, size) network input of one disc, and the fraction of the crop outside the slice."""
+        variants = TTA_VARIANTS if tta else TTA_VARIANTS[:1]
+        crops, outside = [], []
+        for angle, scale, flip in variants:
+            c, o = extract_crop(
+                slice2d, center_rc, width, spacing_rc=spacing_rc, size=self.crop_size,
+                fov_factor=self.fov_factor, angle_deg=angle, scale=scale, flip=flip,
+            )
+            crops.append(c)
+            outside.append(o)
+        return np.stack(crops)[:, None].astype(np.float32), float(outside[0])
+
+    def logits(self, crops: np.ndarray) -> np.ndarray:
+        """Raw logits (members, variants, 5) of the crops (no temperature)."""
+        torch = _torch()
+        x = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32))
+        with torch.no_grad():
+            return np.stack([net(x).double().numpy() for net in self.nets])
 
     def probabilities(
         self,
@@ -42,50 +79,64 @@ class GradingModel:
     ) -> tuple[np.ndarray, float]:
         """Grade probabilities (5,) of one disc in one slice, and the fraction of the crop outside the slice.
 
-        With ``tta`` the probabilities are averaged over :data:`.augment.TTA_VARIANTS`.
+        With ``tta`` the probabilities are averaged over :data:`.augment.TTA_VARIANTS` (and over the members).
         """
-        torch = _torch()
-        variants = TTA_VARIANTS if tta else TTA_VARIANTS[:1]
-        crops, outside = [], []
-        for angle, scale, flip in variants:
-            c, o = extract_crop(
-                slice2d, center_rc, width, spacing_rc=spacing_rc, size=self.crop_size,
-                fov_factor=self.fov_factor, angle_deg=angle, scale=scale, flip=flip,
-            )
-            crops.append(c)
-            outside.append(o)
-        x = torch.from_numpy(np.stack(crops)[:, None].astype(np.float32))
-        with torch.no_grad():
-            logits = self.net(x).double() / self.temperature
-            p = torch.softmax(logits, dim=1).mean(0).numpy()
-        return p / p.sum(), float(outside[0])
+        x, outside = self.crops(slice2d, center_rc, width, spacing_rc=spacing_rc, tta=tta)
+        p = probabilities_from_logits(self.logits(x), self.temperature)
+        return p, outside
 
 
-def load_model(path: str | os.PathLike | None = None) -> GradingModel:
-    """The shipped model (verified by SHA-256), or the weights file at ``path`` (scripts evaluating a
-    freshly trained candidate). Either way the file is read with ``weights_only=True``."""
+def probabilities_from_logits(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """Mean over all leading axes (members, variants) of softmax(logits / temperature); last axis = grades."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(-1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(-1, keepdims=True)
+    p = p.reshape(-1, p.shape[-1]).mean(0)
+    return p / p.sum()
+
+
+def load_model(path=None, *, temperature: float | None = None) -> GradingModel:
+    """The shipped model (every member verified by SHA-256), or the weights file(s) at ``path`` (one path or a
+    sequence of paths: scripts evaluating freshly trained candidates). Files are read with ``weights_only=True``.
+
+    ``temperature``: for several files, the common temperature (default: the mean of the files' own ones,
+    which is not calibrated: fit one with scripts/build_grading_ensemble.py); one file uses its own.
+    """
     if path is None:
         return _shipped_model()
-    return _load(str(path))
+    paths = [str(path)] if isinstance(path, (str, os.PathLike)) else [str(p) for p in path]
+    return _load(paths, temperature)
 
 
 @functools.lru_cache(maxsize=1)
 def _shipped_model() -> GradingModel:
     from ..resources import verified_path
 
-    return _load(str(verified_path(MODEL_FILE, MODEL_SHA256)))
+    paths = [str(verified_path(f, sha)) for f, sha in MODEL_FILES]
+    return _load(paths, ENSEMBLE_TEMPERATURE if len(paths) > 1 else None)
 
 
-def _load(path: str) -> GradingModel:
+def _load(paths: list[str], temperature: float | None) -> GradingModel:
     torch = _torch()
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    net = build_model(tuple(payload["channels"]))
-    net.load_state_dict(payload["state_dict"])
-    net.eval()
+    if not paths:
+        raise ValueError("no weights file given")
+    nets, meta = [], []
+    for path in paths:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        net = build_model(tuple(payload["channels"]))
+        net.load_state_dict(payload["state_dict"])
+        net.eval()
+        nets.append(net)
+        meta.append((int(payload["crop_size"]), float(payload["fov_factor"]), float(payload["temperature"])))
+    if len({m[:2] for m in meta}) != 1:
+        raise ValueError(f"ensemble members use different crop geometry: {meta}")
+    if temperature is None:
+        temperature = meta[0][2] if len(meta) == 1 else float(np.mean([m[2] for m in meta]))
     return GradingModel(
-        net=net,
-        crop_size=int(payload["crop_size"]),
-        fov_factor=float(payload["fov_factor"]),
-        temperature=float(payload["temperature"]),
-        source=path,
+        nets=tuple(nets),
+        crop_size=meta[0][0],
+        fov_factor=meta[0][1],
+        temperature=float(temperature),
+        source=" + ".join(paths),
     )

@@ -30,18 +30,27 @@ def main() -> None:
         img[m] = 200
         lab[m] = value
     image, labels = sitk.GetImageFromArray(img), sitk.GetImageFromArray(lab)
-    model = load_model()
-    grade_discs(image, labels, model=model)  # warm-up
-    times = {}
-    for tta in (False, True):
-        t0 = time.perf_counter()
-        n = 5
-        for _ in range(n):
-            grade_discs(image, labels, GradingSettings(tta=tta), model=model)
-        times[tta] = (time.perf_counter() - t0) / (n * 5)
-    print(f"per disc: {times[False] * 1000:.1f} ms without TTA, {times[True] * 1000:.1f} ms with TTA "
-          f"(ratio {times[True] / times[False]:.1f})")
+    import os
 
+    from DiscAnalysisLib.grading.predict import MODEL_FILES
+    from DiscAnalysisLib.resources import verified_path
+
+    models = {"shipped": load_model()}
+    if len(MODEL_FILES) > 1:  # one member alone, for the ratio ensemble / single
+        models["first member alone"] = load_model(verified_path(*MODEL_FILES[0]))
+    for name, model in models.items():
+        grade_discs(image, labels, model=model)  # warm-up
+        times, cpu = {}, {}
+        for tta in (False, True):
+            t0, c0 = time.perf_counter(), time.process_time()
+            n = 5
+            for _ in range(n):
+                grade_discs(image, labels, GradingSettings(tta=tta), model=model)
+            times[tta] = (time.perf_counter() - t0) / (n * 5)
+            cpu[tta] = (time.process_time() - c0) / (n * 5)
+        print(f"{name} ({len(model.nets)} network(s)), per disc: {times[False] * 1000:.1f} ms without TTA, "
+              f"{times[True] * 1000:.1f} ms with TTA (ratio {times[True] / times[False]:.1f}); CPU "
+              f"{cpu[False] * 1000:.1f} / {cpu[True] * 1000:.1f} ms; load average {os.getloadavg()[0]:.2f}")
 
 if __name__ == "__main__":
     main()

@@ -22,17 +22,23 @@ SPLIT = REPO_ROOT / "Resources" / "Models" / "pfirrmann_split.json"
 def test_shipped_weights_pass_the_sha256_check_and_are_small():
     from DiscAnalysisLib.resources import verified_path
 
-    path = verified_path(predict.MODEL_FILE, predict.MODEL_SHA256)
-    assert path.stat().st_size < 3_000_000
+    paths = [verified_path(f, sha) for f, sha in predict.MODEL_FILES]
+    assert sum(p.stat().st_size for p in paths) < 5_000_000
+    # every shipped weights file of the product together stays under 20 MB
+    assert sum(p.stat().st_size for p in (REPO_ROOT / "Resources").rglob("*.pt")) < 20_000_000
     model = predict.load_model()
+    assert len(model.nets) == len(predict.MODEL_FILES)
     assert model.crop_size == 64 and model.temperature > 0
+    if len(predict.MODEL_FILES) > 1:
+        assert model.temperature == predict.ENSEMBLE_TEMPERATURE
 
 
-def test_tampered_weights_are_refused(tmp_path, monkeypatch):
-    src = REPO_ROOT / "Resources" / predict.MODEL_FILE
-    dst = tmp_path / predict.MODEL_FILE
-    dst.parent.mkdir(parents=True)
-    shutil.copy(src, dst)
+@pytest.mark.parametrize("member", range(len(predict.MODEL_FILES)))
+def test_tampered_weights_are_refused(tmp_path, monkeypatch, member):
+    for f, _ in predict.MODEL_FILES:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO_ROOT / "Resources" / f, tmp_path / f)
+    dst = tmp_path / predict.MODEL_FILES[member][0]
     data = bytearray(dst.read_bytes())
     data[len(data) // 2] ^= 0xFF
     dst.write_bytes(bytes(data))
@@ -43,6 +49,31 @@ def test_tampered_weights_are_refused(tmp_path, monkeypatch):
             predict.load_model()
     finally:
         predict._shipped_model.cache_clear()
+
+
+def test_probabilities_average_members_and_variants_after_one_temperature():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 6, 5)) * 3
+    t = 0.7
+    z = logits / t
+    manual = (np.exp(z) / np.exp(z).sum(-1, keepdims=True)).mean((0, 1))
+    assert np.allclose(predict.probabilities_from_logits(logits, t), manual)
+    # one member, one variant: plain softmax
+    assert np.allclose(predict.probabilities_from_logits(logits[:1, :1], 1.0), np.exp(logits[0, 0]) / np.exp(logits[0, 0]).sum())
+
+
+def test_an_ensemble_of_one_file_twice_equals_that_file(tmp_path):
+    path = REPO_ROOT / "Resources" / predict.MODEL_FILE
+    single = predict.load_model(path)
+    pair = predict.load_model([path, path], temperature=single.temperature)
+    assert len(pair.nets) == 2 and len(single.nets) == 1
+    img = np.random.default_rng(1).random((120, 120)).astype(np.float32) * 200
+    a, _ = single.probabilities(img, (60, 60), 30.0)
+    b, _ = pair.probabilities(img, (60, 60), 30.0)
+    assert np.allclose(a, b, atol=1e-12)
+    # a different common temperature changes the probabilities (so the ensemble temperature is used)
+    c, _ = predict.load_model([path, path], temperature=2 * single.temperature).probabilities(img, (60, 60), 30.0)
+    assert not np.allclose(a, c)
 
 
 def _test_patients(n):
