@@ -68,23 +68,16 @@ def _script(name: str):
 def add_csf_reference(lab: np.ndarray, img: np.ndarray, pixel_mm: float, gap_mm: float = CSF_GAP_MM,
                       depth_mm: float = CSF_DEPTH_MM) -> tuple[np.ndarray, int]:
     """``lab`` with label 61 on the bright pixels of the canal window dorsal of the vertebral column (see the
-    module docstring); returns the new labelmap and the number of CSF pixels (0: none found)."""
-    from skimage.filters import threshold_otsu
+    module docstring); returns the new labelmap and the number of CSF pixels (0: none found).
 
-    spine = np.isin(lab, [*levels.VERTEBRA_LABELS.values(), *levels.DISC_LABELS.values()])
-    g0 = int(np.ceil(gap_mm / pixel_mm))
-    g1 = int(np.ceil((gap_mm + depth_mm) / pixel_mm))
-    window = np.zeros(lab.shape, bool)
-    for r in np.nonzero(spine.any(axis=1))[0]:
-        edge = int(np.nonzero(spine[r])[0].max())
-        window[r, min(edge + g0, lab.shape[1]) : min(edge + g1 + 1, lab.shape[1])] = True
-    window &= lab == 0
-    out = lab.copy()
-    if window.sum() < 2 or np.ptp(img[window]) == 0:
-        return out, 0
-    csf = window & (img > threshold_otsu(img[window]))
-    out[csf] = levels.CSF_LABEL
-    return out, int(csf.sum())
+    The rule became the product's (``DiscAnalysisLib.segmentation.csf``, which the segmentation now applies
+    itself, with three Otsu classes); this comparison keeps the two-class version its numbers were made with.
+    """
+    from DiscAnalysisLib.segmentation.csf import CsfSettings, label_csf
+
+    out, n = label_csf(lab[None], img[None], (1.0, pixel_mm, pixel_mm),
+                       CsfSettings(gap_mm=gap_mm, depth_mm=depth_mm, classes=2))
+    return out[0], n
 
 
 def group_auc_from_delta_si(y: np.ndarray, dsi: np.ndarray, grade_means: dict[int, float]) -> dict[str, float]:

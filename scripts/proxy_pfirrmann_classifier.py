@@ -158,6 +158,9 @@ def segmentation_labelmap(png: Path, boxes: np.ndarray, segment_image, seg_state
     if segment_image is not None and not seg_state.get("failed"):
         try:
             lab = sitk.GetArrayFromImage(segment_image(image).labels)
+            # The documented runs (docs/validation.md) predate the CSF the segmentation now adds (label 61);
+            # it is removed so that they stay reproducible (compare_signal_grade.py adds its own CSF rule).
+            lab[lab == 61] = 0
             method = "DiscAnalysisLib.segmentation"
         except Exception as exc:  # noqa: BLE001 - any failure: fall back, once, and say so
             seg_state["failed"] = f"{type(exc).__name__}: {exc}"
