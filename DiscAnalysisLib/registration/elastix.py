@@ -36,10 +36,28 @@ def set_global_threads(n: int) -> None:
     _THREADS_SET = n
 
 
-def warm_up(threads: int = 1) -> None:
-    """Load the elastix module now (a worker-pool initialiser calls this so the load overlaps other work)."""
+def load() -> None:
+    """Load the elastix module objects now (itk loads them lazily on first attribute access).
+
+    Creates no ITK filter, so no ITK thread pool is started: safe to call in a fork server before it forks.
+    """
+    itk = itk_module()
+    for name in ("ParameterObject", "elastix_registration_method", "TransformixFilter", "MultiThreaderBase",
+                 "image_from_array", "array_from_image", "matrix_from_array"):
+        getattr(itk, name)
+
+
+def warm_up(threads: int = 1, *, worker: bool = False) -> None:
+    """Load elastix and set ITK's global thread count (a worker-pool initialiser calls this).
+
+    ``worker=True`` (a process that only registers discs) also sets SimpleITK's global thread count, so
+    the filters around elastix (smoothing, resampling, field inversion) use ``threads`` per worker instead
+    of one thread per core in every worker; the main process's SimpleITK setting is left alone.
+    """
+    load()
     set_global_threads(threads)
-    itk_module().ParameterObject.New()
+    if worker:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, int(threads)))
 
 
 def to_itk(image: sitk.Image):
