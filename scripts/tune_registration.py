@@ -27,6 +27,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,8 @@ def main(argv=None) -> int:
     ap.add_argument("--subjects", type=int, default=6, help="how many tuning subjects (x 5 levels) per trial")
     ap.add_argument("--workers", type=int, default=2, help="1: in this process")
     ap.add_argument("--startup-trials", type=int, default=10, help="random trials before TPE takes over")
+    ap.add_argument("--step-estimation", default=None, choices=("Original", "DisplacementDistribution"),
+                    help="elastix step-size estimation of the B-spline stage (default: RegistrationSettings')")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("tuning_trials.csv"))
     args = ap.parse_args(argv)
@@ -116,6 +119,8 @@ def main(argv=None) -> int:
 
     def objective(trial: optuna.Trial) -> float:
         s = _suggest(trial, args.dim)
+        if args.step_estimation:
+            s = replace(s, step_estimation=args.step_estimation, step_estimation_3d=args.step_estimation)
         t0 = time.perf_counter()
         jobs = [(ATLAS_DIR / f"disc_atlas_{args.dim}d_{lv}.nrrd", sid, lv, str(args.data), s, args.dim)
                 for sid, lv in discs]

@@ -50,6 +50,10 @@ class RegistrationSettings:
     bspline_iterations_3d: int = 150
     rigidity_weight_3d: float = 0.2
     bspline_resolutions_3d: int = 2
+    # elastix's step-size estimation in the B-spline stage: the 2D defaults were tuned and validated with
+    # "Original"; in 3D "DisplacementDistribution" gave the same Dice / Jacobian SD ~3 CPU s faster per disc
+    step_estimation: str = "Original"
+    step_estimation_3d: str = "DisplacementDistribution"
     affine_iterations: int = 100  # per resolution (masks converge fast; 200 gave the same Dice)
     affine_resolutions: int = 4  # the paper's four-resolution recursive pyramid
     bspline_resolutions: int = 2
@@ -185,6 +189,7 @@ def register_disc(atlas_mask: sitk.Image, patient_mask: sitk.Image, settings: Re
         affine_resolutions=s.affine_resolutions,
         bspline_resolutions=s.bspline_resolutions if dim == 2 else s.bspline_resolutions_3d,
         spatial_samples=s.spatial_samples, center_mm=c_fixed, affine_only=s.affine_only, seed=s.seed,
+        step_estimation=s.step_estimation if dim == 2 else s.step_estimation_3d,
     )
     fixed_img, moving_img = _smoothed(atlas_mask, s.mask_sigma_mm), _smoothed(moving, s.mask_sigma_mm)
     if dim == 3 and s.registration_spacing_3d_mm:
