@@ -263,9 +263,9 @@ def worker_context() -> multiprocessing.context.BaseContext:
         if getattr(server, "_forkserver_pid", None) is None:
             preload = [m for m in getattr(server, "_preload_modules", []) if m != "__main__"]
             ctx.set_forkserver_preload(sorted(set(preload) | {PRELOAD_MODULE}))
-            # Python 3.11's fork server ignores the sys.path it is given, so it could preload another copy of DiscAnalysisLib than the one running here (or
-            # none, e.g. in Slicer, whose module paths are not in the environment): hand it over as
-            # PYTHONPATH for the start only
+            # Python 3.11's fork server ignores the sys.path it is given, so it could preload another copy
+            # of DiscAnalysisLib than the one running here (or none, e.g. in Slicer, whose module paths are
+            # not in the environment): hand it over as PYTHONPATH for the start only
             old = os.environ.get("PYTHONPATH")
             os.environ["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p or os.curdir) for p in sys.path)
             try:
