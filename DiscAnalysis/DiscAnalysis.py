@@ -305,8 +305,14 @@ class DiscAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _analysisFinished(self, outDir) -> None:
         loaded = self.logic.loadResults(self._parameterNode, outDir)
         graded = sum(1 for r in loaded.rows if r.get("grade") is not None)
-        self.ui.statusLabel.text = _("Done: {graded} of {total} discs graded. Outputs in {folder}").format(
+        status = _("Done: {graded} of {total} discs graded. Outputs in {folder}").format(
             graded=graded, total=len(loaded.rows), folder=outDir)
+        if loaded.registration is not None:
+            registered = sum(1 for r in loaded.registration.rows if r.get("status") == "ok")
+            status += " " + _("{registered} of {total} discs registered to the atlas (transforms and "
+                              "atlas-space volumes are in the scene, named by level).").format(
+                registered=registered, total=len(loaded.registration.rows))
+        self.ui.statusLabel.text = status
         self.onColourByGrade(self._parameterNode.colourByGrade)
         self._updateGuiState()
 

@@ -11,7 +11,8 @@ Steps (one labelmap feeds every downstream step, so edits made in Segment Editor
 1. Segment: the input volume -> ``discanalysis segment`` -> a segmentation node, one segment per level.
 2. Analyse: the input volume + the (edited) segmentation + optional T2 / T1rho series ->
    ``discanalysis run --labels ...`` -> results table (one row per level, with units), relaxation map
-   volumes, the HTML report; optionally atlas registration.
+   volumes, the HTML report; optionally atlas registration, whose per-disc transforms and atlas-space
+   volumes (registered maps, labels, Jacobian) are loaded as nodes named by level.
 """
 
 from __future__ import annotations
@@ -146,16 +147,101 @@ def loadSegmentationResult(scene, labelsPath, referenceVolumeNode, name: str = "
 
 
 @dataclass
+class LoadedRegistration:
+    """The nodes made from a registration output folder (``discanalysis register --out`` or the
+    ``registration/`` folder of ``discanalysis run --register``)."""
+
+    rows: list[dict]  # registration_report.csv, one row per level (status, reason, Dice, Jacobian SD, ...)
+    transformNodes: dict = field(default_factory=dict)  # (level, "atlas_to_patient" | "patient_to_atlas") -> node
+    volumeNodes: dict = field(default_factory=dict)  # (level, name) -> volume node on the atlas disc grid
+
+
+@dataclass
 class LoadedResults:
     tableNode: object
     rows: list[dict]
     mapNodes: dict = field(default_factory=dict)
     reportPath: Path | None = None
+    registration: LoadedRegistration | None = None
+
+
+#: Node attribute marking the nodes loadRegistrationResults made (value: the level), so a rerun replaces them.
+REGISTRATION_ATTRIBUTE = "DiscAnalysis.RegistrationLevel"
+#: Registered images that are labelmaps (nearest-neighbour warped labels, the atlas disc mask).
+REGISTRATION_LABELMAPS = ("labels", "atlas_mask")
+#: Display ranges of registered maps (file stem -> (min, max)); the Jacobian determinant around 1.
+REGISTRATION_RANGES = {"T2_ms": (0.0, 150.0), "T1rho_ms": (0.0, 250.0), "jacobian": (0.5, 1.5)}
+
+
+def loadRegistrationResults(scene, folder) -> LoadedRegistration:
+    """Load a registration output folder into the scene: per registered disc, both transforms as
+    transform nodes ("L4-L5 atlas to patient", "L4-L5 patient to atlas") and every registered image as a
+    volume node on the atlas disc grid ("L4-L5 T2_ms (atlas)"; labels and atlas mask as labelmaps).
+
+    Nodes from an earlier load are removed first. A disc that was skipped or failed has its row (with
+    the reason) and no nodes. In 2D, images and transforms lie in the z = 0 plane, and the patient side
+    of the transforms is the disc's mid-sagittal slice (in-plane coordinates from (0, 0)), not the 3D
+    patient volume.
+    """
+    import csv
+
+    from DiscAnalysisLib import image_io, mrml
+
+    folder = Path(folder)
+    report = folder / "registration_report.csv"
+    if not report.is_file():
+        raise InputError(f"No registration results in {folder} (registration_report.csv is missing): "
+                         "the registration did not run or did not finish.")
+    with open(report, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    removeRegistrationNodes(scene)
+    loaded = LoadedRegistration(rows)
+    for row in rows:
+        level = row.get("level", "")
+        d = folder / level
+        if row.get("status") != "ok" or not d.is_dir():
+            continue
+        for stem in ("atlas_to_patient", "patient_to_atlas"):
+            path = d / f"{stem}.h5"
+            if path.is_file():
+                node = mrml.load_transform(scene, path, name=f"{level} {stem.replace('_', ' ')}")
+                node.SetAttribute(REGISTRATION_ATTRIBUTE, level)
+                loaded.transformNodes[(level, stem)] = node
+        for path in sorted(d.glob("*.nrrd")):
+            name = path.name[: -len(".nrrd")]
+            node = mrml.volume_node_from_image(scene, image_io.read_image(path), f"{level} {name} (atlas)",
+                                               labelmap=name in REGISTRATION_LABELMAPS)
+            node.SetAttribute(REGISTRATION_ATTRIBUTE, level)
+            display = node.GetDisplayNode()
+            if name in REGISTRATION_RANGES and display is not None:
+                display.AutoWindowLevelOff()
+                display.SetWindowLevelMinMax(*REGISTRATION_RANGES[name])
+            loaded.volumeNodes[(level, name)] = node
+    return loaded
+
+
+def removeRegistrationNodes(scene) -> int:
+    """Remove the nodes an earlier :func:`loadRegistrationResults` made (with their display and storage
+    nodes); returns how many data nodes were removed."""
+    nodes = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+    ours = [n for n in nodes if n is not None and n.GetAttribute(REGISTRATION_ATTRIBUTE)]
+    for node in ours:
+        helpers = []
+        for count, nth in (("GetNumberOfDisplayNodes", "GetNthDisplayNode"),
+                           ("GetNumberOfStorageNodes", "GetNthStorageNode")):
+            if hasattr(node, count):
+                helpers += [getattr(node, nth)(i) for i in range(getattr(node, count)())]
+        scene.RemoveNode(node)
+        for helper in helpers:
+            if helper is not None and helper.GetScene() is not None:
+                scene.RemoveNode(helper)
+    return len(ours)
 
 
 def loadAnalysisResults(scene, outDir, tableNode=None, name: str = "Disc results") -> LoadedResults:
     """Load ``results.json`` into a table node (one row per level, units and descriptions as column
-    properties) and the relaxation maps as volume nodes."""
+    properties), the relaxation maps as volume nodes and, when the run registered the discs, the
+    registration (:func:`loadRegistrationResults`)."""
     from DiscAnalysisLib import image_io, mrml
     from DiscAnalysisLib.pipeline import RESULT_COLUMNS
 
@@ -183,7 +269,10 @@ def loadAnalysisResults(scene, outDir, tableNode=None, name: str = "Disc results
                     display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeFileViridis.txt")
             maps[title] = node
     report = out / "report.html"
-    return LoadedResults(tableNode, rows, maps, report if report.is_file() else None)
+    registration = None
+    if (out / "registration" / "registration_report.csv").is_file():
+        registration = loadRegistrationResults(scene, out / "registration")
+    return LoadedResults(tableNode, rows, maps, report if report.is_file() else None, registration)
 
 
 def _clean(value):

@@ -22,7 +22,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     p.add_argument("--dim", type=int, choices=(2, 3), default=None,
                    help="2: register each disc's mid-sagittal slice; 3: whole discs (default: the labelmap's dimension)")
-    p.add_argument("--workers", type=int, default=1, help="discs registered in parallel processes (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="discs registered in parallel processes, forked from one server that loads elastix once "
+                   "(default 1: in this process)")
     p.add_argument("--threads", type=int, default=1, help="ITK threads per worker (default 1)")
     p.add_argument("--labels", default="spineps", choices=("spineps", "from_l5s1", "from_l1l2"),
                    help="label convention of LABELMAP (from_l5s1: discs 1..5 counted upward from L5-S1)")

@@ -6,9 +6,15 @@ atlas disc, and warp the images (linear), relaxation maps (linear or B-spline) a
 image edge, dimension mismatch with the atlas, failed registration) becomes a report row with the
 reason while the other discs go on.
 
-Workers are spawned processes (not forked: ITK keeps a thread pool that a fork would copy in an
-undefined state); each sets ITK's global thread count (ITKElastix issue 160) and loads elastix once
-when the pool starts.
+Workers come from a fork server that has loaded itk-elastix once (``multiprocessing`` "forkserver" start
+method with ``_preload`` as its preload module): a new worker is a fork of that server, so it starts in
+milliseconds with elastix already loaded instead of paying the ~15-20 s load itself (what spawned
+workers did). The fork server has imported itk but never run an ITK filter, so no ITK/TBB thread pool
+exists when it forks (ITK's default threader is TBB, whose scheduler does not survive a fork; the
+parent process, which may have run filters, is never forked). The server lives as long as the
+process, so every later pool starts warm. Each worker sets ITK's (and SimpleITK's) global thread count
+(ITKElastix issue 160). Where "forkserver" does not exist (Windows) workers are spawned and load elastix
+themselves.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import multiprocessing
+import os
+import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +41,7 @@ from .geometry import DiscSkipped, crop_disc, crop_like, midsagittal_slice
 log = logging.getLogger(__name__)
 
 REPORT_COLUMNS = ("level", "status", "reason", "dim", "dice", "jacobian_mean", "jacobian_sd",
-                  "folding_fraction", "inverse_error_mm", "seconds", "patient_voxels", "slice_index")
+                  "folding_fraction", "inverse_error_mm", "seconds", "cpu_seconds", "patient_voxels", "slice_index")
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,8 @@ class DiscRegistration:
         row = {"level": self.level, "status": self.status, "reason": self.reason, "dim": self.dim,
                "patient_voxels": self.patient_voxels, "slice_index": self.slice_index}
         metrics = self.transform.metrics_row() if self.transform is not None else {}
-        for key in ("dice", "jacobian_mean", "jacobian_sd", "folding_fraction", "inverse_error_mm", "seconds"):
+        for key in ("dice", "jacobian_mean", "jacobian_sd", "folding_fraction", "inverse_error_mm", "seconds",
+                    "cpu_seconds"):
             row[key] = metrics.get(key)
         out = {k: row[k] for k in REPORT_COLUMNS}
         for name, dist in self.distribution.items():
@@ -92,7 +102,7 @@ class _Job:
 
 
 def _init_worker(threads: int) -> None:
-    elastix.warm_up(threads)
+    elastix.warm_up(threads, worker=True)
 
 
 def _run_job(job: _Job) -> DiscRegistration:
@@ -174,10 +184,10 @@ def register_labelmap(labelmap: sitk.Image, *, images: dict | None = None, maps:
     ``dim`` defaults to the labelmap's dimension; ``dim=2`` on a 3D labelmap registers each disc's
     mid-sagittal slice. Returns one row per atlas level, in level order; never raises for one bad disc.
 
-    ``workers > 1`` starts a pool of spawned processes for this call; each pays elastix's one-off load
-    (seconds). Batch runs over many subjects should pass their own ``executor`` from :func:`worker_pool`
-    instead, which is started once and reused (``workers`` is then ignored). With ``out_dir`` the
-    results are also written there (:func:`write_registration`).
+    ``workers > 1`` registers discs in that many worker processes (:func:`worker_pool`: forked from a
+    server that loads elastix once per process, so only the first call pays that load); ``workers=1``
+    registers in this process. Batch runs can also pass their own ``executor`` (``workers`` is then
+    ignored). With ``out_dir`` the results are also written there (:func:`write_registration`).
     """
     images, maps = dict(images or {}), dict(maps or {})
     s = settings or RegistrationSettings()
@@ -189,6 +199,8 @@ def register_labelmap(labelmap: sitk.Image, *, images: dict | None = None, maps:
     if atlas is None:
         atlas = load_atlas(dim) if dim in (2, 3) else None
     prog = Progress.wrap(progress)
+    if executor is None and workers > 1:
+        worker_context()  # start the workers' fork server now: its elastix load overlaps the preparation
     disc_levels = atlas.levels if atlas.levels else levels.DISCS
     prepared = [_prepare(lv, labelmap, images, maps, atlas, dim, s, map_interpolator) for lv in disc_levels]
     jobs = [p for p in prepared if isinstance(p, _Job)]
@@ -228,11 +240,53 @@ def register_labelmap(labelmap: sitk.Image, *, images: dict | None = None, maps:
     return out
 
 
+PRELOAD_MODULE = "DiscAnalysisLib.registration._preload"
+
+
+_SERVER_LOCK = threading.Lock()
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """The multiprocessing context for registration workers: a fork server that preloads elastix.
+
+    Starts the server now (its elastix load then overlaps the caller's own work). The preload list is
+    set only if this process's fork server has not started yet: a server started earlier by other code
+    keeps its list, and its workers then load elastix themselves (slower, still correct).
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver  # noqa: SLF001 - the object set_forkserver_preload configures
+    with _SERVER_LOCK:
+        if getattr(server, "_forkserver_pid", None) is None:
+            preload = [m for m in getattr(server, "_preload_modules", []) if m != "__main__"]
+            ctx.set_forkserver_preload(sorted(set(preload) | {PRELOAD_MODULE}))
+            # Python 3.11's fork server ignores the sys.path it is given, so it could preload another copy
+            # of DiscAnalysisLib than the one running here (or none, e.g. in Slicer, whose module paths are
+            # not in the environment): hand it over as PYTHONPATH for the start only
+            old = os.environ.get("PYTHONPATH")
+            os.environ["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p or os.curdir) for p in sys.path)
+            try:
+                forkserver.ensure_running()
+            finally:
+                if old is None:
+                    os.environ.pop("PYTHONPATH", None)
+                else:
+                    os.environ["PYTHONPATH"] = old
+    return ctx
+
+
 def worker_pool(workers: int, threads: int = 1) -> cf.ProcessPoolExecutor:
-    """A pool of spawned worker processes that load elastix once and set ITK's global thread count."""
-    ctx = multiprocessing.get_context("spawn")
-    return cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx, initializer=_init_worker,
-                                  initargs=(threads,))
+    """A pool of worker processes for :func:`register_labelmap` (``executor=``), forked from a server
+    that has loaded elastix (see the module docstring); each sets ITK's global thread count to ``threads``.
+
+    The first pool of a process waits for the server's one-off elastix load; later pools start in
+    milliseconds. Batch scripts can keep one pool for all subjects and pass it as ``executor=``.
+    """
+    return cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=worker_context(),
+                                  initializer=_init_worker, initargs=(threads,))
 
 
 def report_csv(results: list[DiscRegistration]) -> str:

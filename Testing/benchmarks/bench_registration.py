@@ -1,13 +1,19 @@
 """Benchmark: disc-by-disc registration on the phantom (prints numbers; not collected by pytest).
 
-Measured in one process, against the affine-only registration of the same discs as the baseline:
-seconds per disc in 2D (mid-sagittal) and 3D, and the wall time for all five 2D discs with 2 worker
-processes (a fresh spawn pool, so it includes each worker's one-off elastix load, also timed alone).
+Measured in one run, against the affine-only registration of the same discs as the baseline:
+
+* cold: a new Python process (interpreter start, imports, elastix load, the five 2D discs), with 2
+  workers (affine + B-spline, then affine only) and with 1 worker (in-process), timed from outside;
+  CPU seconds = the process + the workers' fork server + the workers (read from /proc, Linux);
+* warm: in this process, after a first call has started the fork server: five 2D discs with 2 workers
+  and in-process, per-disc CPU seconds from the report (``cpu_seconds``);
+* 3D: seconds and CPU seconds per disc, in-process.
+
 Goals (issue 7): <= 2 s per 2D disc, <= 5 s for five 2D discs with 2 workers, <= 15 s per 3D disc.
 Run from the repository root: ``PYTHONPATH=. python Testing/benchmarks/bench_registration.py``
-(``--warm-pool-only``: just the five discs on an already started 2-worker pool).
-The load average is printed: on a shared machine wall times scale with it; CPU seconds (in-process
-runs) do not, and are what a disc costs on an idle core.
+(``--no-cold``: skip the fresh processes; ``--no-3d``: skip 3D).
+The load average is printed with every number: on a shared machine wall times scale with it; CPU
+seconds do not (much), and are what the work costs on an idle core.
 """
 
 import os
@@ -16,54 +22,98 @@ import sys
 import time
 
 from DiscAnalysisLib.phantom import PhantomSettings, make_phantom
-from DiscAnalysisLib.registration import RegistrationSettings, register_labelmap, worker_pool
+from DiscAnalysisLib.registration import RegistrationSettings, register_labelmap
 from DiscAnalysisLib.registration.elastix import warm_up
 
+COLD = r"""
+import os, sys, time
+t0 = time.perf_counter()
 
-def _per_disc(labels, dim, settings, workers=1):
-    t0, c0 = time.perf_counter(), time.process_time()
-    res = register_labelmap(labels, dim=dim, settings=settings, workers=workers)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    ok = [r for r in res if r.ok]
-    n = max(len(ok), 1)
-    return wall, cpu / n, len(ok), sum(r.transform.seconds for r in ok) / n, sum(r.transform.dice for r in ok) / n
+def tree_cpu():
+    # this process + the fork server + its reaped children (the workers), in seconds
+    from multiprocessing import forkserver
+    total = time.process_time()
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if pid:
+        with open(f"/proc/{pid}/stat") as fh:
+            f = fh.read().rsplit(")", 1)[1].split()
+        total += sum(int(v) for v in f[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+if __name__ == "__main__":
+    from DiscAnalysisLib.phantom import PhantomSettings, make_phantom
+    from DiscAnalysisLib.registration import RegistrationSettings, register_labelmap
+    labels = make_phantom(PhantomSettings(seed=0)).labels
+    res = register_labelmap(labels, dim=2, workers=int(sys.argv[1]),
+                            settings=RegistrationSettings(affine_only=sys.argv[2] == "affine"))
+    dice = [r.transform.dice for r in res if r.ok]
+    print(f"{time.perf_counter() - t0:.2f} {tree_cpu():.2f} {len(dice)} {sum(dice) / max(len(dice), 1):.3f}")
+"""
 
 
-def _warm_pool(labels, settings) -> None:
-    """Five 2D discs on a pool that has already loaded elastix (how a batch over many subjects runs)."""
-    with worker_pool(2) as pool:
-        register_labelmap(labels, dim=2, settings=settings, executor=pool)  # warm-up: loads elastix in both
-        for name, s in (("affine only", RegistrationSettings(affine_only=True)), ("affine + B-spline", settings)):
-            t0 = time.perf_counter()
-            res = register_labelmap(labels, dim=2, settings=s, executor=pool)
-            wall = time.perf_counter() - t0
-            print(f"2D {name:18s}, 2 warm workers: {sum(r.ok for r in res)} discs in {wall:.1f} s wall")
+def _load() -> str:
+    return f"load average {os.getloadavg()[0]:.1f}"
+
+
+def _cold(workers: int, mode: str) -> None:
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", COLD, str(workers), mode], check=True, capture_output=True,
+                         text=True).stdout.split()
+    wall = time.perf_counter() - t0
+    inner, cpu, n, dice = out[-4:]
+    name = "affine only" if mode == "affine" else "affine + B-spline"
+    print(f"cold 2D {name:18s}, {workers} worker(s): {n} discs in {wall:.1f} s wall from process start "
+          f"({float(inner):.1f} s inside Python), {float(cpu):.1f} CPU s in all processes, mean Dice {dice}; "
+          f"{_load()}", flush=True)
+
+
+def _warm(labels, workers: int) -> None:
+    for name, s in (("affine only", RegistrationSettings(affine_only=True)),
+                    ("affine + B-spline", RegistrationSettings())):
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = register_labelmap(labels, dim=2, settings=s, workers=workers)
+        wall, parent_cpu = time.perf_counter() - t0, time.process_time() - c0
+        ok = [r for r in res if r.ok]
+        disc_cpu = sum(r.transform.cpu_seconds for r in ok)
+        dice = sum(r.transform.dice for r in ok) / max(len(ok), 1)
+        print(f"warm 2D {name:18s}, {workers} worker(s): {len(ok)} discs in {wall:.2f} s wall; CPU: "
+              f"{disc_cpu / max(len(ok), 1):.2f} s per disc registration, {parent_cpu:.2f} s this process; "
+              f"mean Dice {dice:.3f}; {_load()}", flush=True)
+
+
+def _per_disc_3d(labels) -> None:
+    for name, s in (("affine only", RegistrationSettings(affine_only=True)),
+                    ("affine + B-spline", RegistrationSettings())):
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = register_labelmap(labels, dim=3, settings=s)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        ok = [r for r in res if r.ok]
+        n = max(len(ok), 1)
+        print(f"3D {name:18s}, in-process: {len(ok)} discs, {wall / n:.2f} s wall and {cpu / n:.2f} CPU s per disc "
+              f"(registration alone {sum(r.transform.cpu_seconds for r in ok) / n:.2f} CPU s), mean Dice "
+              f"{sum(r.transform.dice for r in ok) / n:.3f}, max folding "
+              f"{max((r.transform.folding_fraction for r in ok), default=0):.4f}; {_load()}", flush=True)
 
 
 def main() -> None:
-    ph = make_phantom(PhantomSettings(seed=0))
-    if "--warm-pool-only" in sys.argv:
-        _warm_pool(ph.labels, RegistrationSettings())
-        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-        return
-    t0 = time.perf_counter()
+    print(f"{os.cpu_count()} CPUs; {_load()}", flush=True)
+    if "--no-cold" not in sys.argv:
+        for workers, mode in ((2, "full"), (2, "affine"), (1, "full")):
+            _cold(workers, mode)
+    labels = make_phantom(PhantomSettings(seed=0)).labels
+    t0, c0 = time.perf_counter(), time.process_time()
     warm_up(1)
-    print(f"elastix load in this process: {time.perf_counter() - t0:.1f} s")
+    print(f"elastix load in this process: {time.perf_counter() - t0:.1f} s wall, {time.process_time() - c0:.1f} CPU s; "
+          f"{_load()}", flush=True)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "from DiscAnalysisLib.registration.elastix import warm_up; warm_up(1)"],
-                   check=True)
-    print(f"elastix load in a fresh process (what each worker pays once): {time.perf_counter() - t0:.1f} s")
-    full, affine = RegistrationSettings(), RegistrationSettings(affine_only=True)
-    for dim in (2, 3):
-        for name, s in (("affine only", affine), ("affine + B-spline", full)):
-            wall, cpu, n, per, dice = _per_disc(ph.labels, dim, s)
-            print(f"{dim}D {name:18s}: {n} discs, {per:.2f} s per disc wall, {cpu:.2f} s per disc CPU "
-                  f"(total wall {wall:.1f} s), mean Dice {dice:.3f}")
-    for name, s in (("affine only", affine), ("affine + B-spline", full)):
-        wall, _, n, per, dice = _per_disc(ph.labels, 2, s, workers=2)
-        print(f"2D {name:18s}, 2 workers: five discs in {wall:.1f} s wall (incl. pool start), {per:.2f} s per disc")
-    _warm_pool(ph.labels, full)
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    register_labelmap(labels, dim=2, workers=2)  # starts the fork server (its own elastix load)
+    print(f"first 2-worker call (fork server loads elastix): {time.perf_counter() - t0:.1f} s wall; {_load()}",
+          flush=True)
+    _warm(labels, 2)
+    _warm(labels, 1)
+    if "--no-3d" not in sys.argv:
+        _per_disc_3d(labels)
+    print(f"done; {_load()}")
 
 
 if __name__ == "__main__":

@@ -215,3 +215,31 @@ def test_cli_register_writes_report_and_rows(tmp_path, capsys):
     assert (out / "L4-L5" / "labels.nrrd").is_file() and not (out / "L3-L4").exists()
     assert "1/5 discs registered" in capsys.readouterr().out
     assert main(["--progress", "none", "register", str(path), "--out", str(out)]) == 2  # 2 is not a SPINEPS label
+
+
+def test_cli_workers_2_gives_the_same_rows_as_1_worker(tmp_path):
+    """``--workers 2`` (discs in worker processes forked from the elastix-preloading server) reports the
+    same per-disc rows as the in-process run: same statuses and reasons, same Dice and Jacobian."""
+    import csv
+
+    from DiscAnalysisLib.cli.main import main
+
+    lab = _labelmap_with_discs({122: (60.0, 70.0), 123: (140.0, 70.0), 124: (215.0, 70.0)})  # 124 cut by the edge
+    path = tmp_path / "discs.nrrd"
+    sitk.WriteImage(lab, str(path))
+    rows = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        assert main(["--progress", "none", "register", str(path), "--dim", "2", "--workers", str(workers),
+                     "--out", str(out)]) == 0
+        with open(out / "registration_report.csv", newline="") as fh:
+            rows[workers] = list(csv.DictReader(fh))
+        assert (out / "L3-L4" / "patient_to_atlas.h5").is_file() and (out / "L4-L5" / "labels.nrrd").is_file()
+    assert [r["level"] for r in rows[2]] == ["L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1"]
+    assert [r["status"] for r in rows[2]] == ["skipped", "skipped", "ok", "ok", "skipped"]
+    for one, two in zip(rows[1], rows[2], strict=True):
+        assert (one["level"], one["status"], one["reason"]) == (two["level"], two["status"], two["reason"])
+        if one["status"] == "ok":
+            assert float(two["dice"]) > 0.8
+            for key in ("dice", "jacobian_sd", "folding_fraction"):
+                assert abs(float(one[key]) - float(two[key])) <= 1e-3, (key, one, two)
