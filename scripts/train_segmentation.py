@@ -153,6 +153,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dice-weight", type=float, default=0.5)
     ap.add_argument("--png-boundary-ignore", type=int, default=2,
                     help="pixels on each side of lumbar_t2_slices disc outlines left out of the loss")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from these weights (float16 state dict of the same architecture) instead of a random "
+                         "initialisation: continued training, e.g. a second, lower learning-rate cycle")
     ap.add_argument("--ship", action="store_true", help="copy the weights into Resources/Models")
     args = ap.parse_args(argv)
 
@@ -175,6 +178,10 @@ def main(argv=None) -> int:
     wv = wv / wv.sum()
 
     net = network.build_network()
+    if args.init is not None:
+        state = torch.load(args.init, map_location="cpu", weights_only=True)
+        net.load_state_dict({k: v.float() for k, v in state.items()})
+        print(f"initialised from {args.init} (sha256 {sha256_of(args.init)})", flush=True)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.iters, pct_start=0.1)
     net.train()
@@ -221,6 +228,7 @@ def main(argv=None) -> int:
         "minutes": (time.time() - t0) / 60,
         "loss_log": log,
         "weights_sha256": sha,
+        "init_sha256": sha256_of(args.init) if args.init is not None else None,
     }
     if args.holdout != "none":
         # reload the float16 weights exactly as shipped weights would be

@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
         type=float,
         default=None,
         metavar="P",
-        help="disc outlines keep voxels with disc probability >= P (default 0.95, tight like the lumbar_t2_3d "
+        help="disc outlines keep voxels with disc probability >= P (default 0.9, tight like the lumbar_t2_3d "
         "annotations; 0.5 = the network's argmax, closer to more generous outlines)",
     )
     p.add_argument("--tta", action="store_true", help="test-time augmentation (intensity variants; ~3x slower)")

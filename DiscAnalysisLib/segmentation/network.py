@@ -22,7 +22,7 @@ CLASSES: tuple[str, ...] = ("background", "disc", "vertebra")
 BACKGROUND, DISC, VERTEBRA = 0, 1, 2
 #: Shipped weights (relative to Resources/) and their SHA-256; written by scripts/train_segmentation.py.
 WEIGHTS_FILE = "Models/disc_vertebra_unet2d.pt"
-WEIGHTS_SHA256 = "c6e7d4b584acd86bb32dd1216fd2e6b30d807c00b41817b8f8c211a131968a3b"
+WEIGHTS_SHA256 = "b75f02ca0993285f3df54ab8ba7bddf7c2e8ce5307b73ef508f81060a03555bb"
 #: Architecture hyper-parameters (must match the weights).
 NETWORK_KWARGS: dict = {
     "spatial_dims": 2,
@@ -35,6 +35,10 @@ NETWORK_KWARGS: dict = {
 }
 #: Input sizes are padded to a multiple of this (2 ** number of strides).
 SIZE_MULTIPLE = 16
+#: Batches with at most this many pixels (e.g. one 256 x 256 slice, or two) run on one torch thread whatever
+#: torch.get_num_threads() says: the deeper layers of a single slice are a few hundred pixels, too little work
+#: to share, and on 2 cores the second thread made one slice slower, not faster (docs/validation.md).
+SINGLE_THREAD_MAX_PIXELS = 2 * 256 * 256
 
 
 def build_network():
@@ -98,6 +102,22 @@ def predict_probabilities(
     x = np.pad(slices, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)), mode="edge")
     out = np.empty((n, len(CLASSES), h, w), dtype=np.float32)
     variants = [None, 0.8, 1.25] if tta else [None]
+    threads = torch.get_num_threads()
+    one_thread = threads > 1 and min(batch_size, n) * x.shape[1] * x.shape[2] <= SINGLE_THREAD_MAX_PIXELS
+    if one_thread:
+        torch.set_num_threads(1)
+    try:
+        _run_batches(net, x, out, variants, batch_size, (ph, pw), on_batch)
+    finally:
+        if one_thread:
+            torch.set_num_threads(threads)
+    return out
+
+
+def _run_batches(net, x: np.ndarray, out: np.ndarray, variants, batch_size: int, pad: tuple[int, int], on_batch) -> None:
+    torch = require("torch", "Segmentation", "pip install torch")
+    n, h, w = out.shape[0], out.shape[2], out.shape[3]
+    ph, pw = pad
     with torch.inference_mode():
         for start in range(0, n, batch_size):
             xb = x[start : start + batch_size]
@@ -110,7 +130,6 @@ def predict_probabilities(
             out[start : start + batch_size] = acc[:, :, ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]
             if on_batch is not None:
                 on_batch(min(1.0, (start + batch_size) / n))
-    return out
 
 
 def _gamma_z(x: np.ndarray, gamma: float) -> np.ndarray:

@@ -30,13 +30,24 @@ from .network import DISC, VERTEBRA
 class PostprocessSettings:
     """Thresholds of the post-processing (mm, mm^2, mm^3)."""
 
+    #: The disc probability that draws the outline is averaged across neighbouring sagittal slices with a
+    #: Gaussian of this sigma (mm): the anatomy changes smoothly from slice to slice, single-slice noise does
+    #: not. Only the outline uses it; detection and level naming use the unsmoothed network output (smoothing
+    #: by 3 mm there once merged two discs of a held-out subject). Applied when the slices are at most
+    #: :attr:`slice_smoothing_max_spacing_mm` apart; 0 = off. Chosen together with the outline threshold by a
+    #: fixed rule on the *training* subjects of each cross-validation fold (docs/validation.md).
+    slice_smoothing_mm: float = 2.0
+    #: Stacks with thicker slices are not smoothed (neighbours there show different anatomy; not validated).
+    slice_smoothing_max_spacing_mm: float = 2.0
     #: Smallest disc component kept, as a fraction of the largest disc component (kept low: a collapsed disc
     #: is small, and dropping it would shift every level above it).
     min_disc_fraction: float = 0.05
-    #: Disc outlines keep the voxels whose disc probability is at least this. The networks outline discs
-    #: larger than the lumbar_t2_3d annotators (about +50 % volume at the argmax); 0.95 was the best value
-    #: on the *training* subjects of every cross-validation fold (docs/validation.md). 0.5 ~ argmax.
-    disc_outline_probability: float = 0.95
+    #: Disc outlines keep the voxels whose disc probability (averaged across slices, see slice_smoothing_mm) is
+    #: at least this. The networks outline discs larger than the lumbar_t2_3d annotators (about +50 % volume at
+    #: the argmax). With 2 mm slice smoothing, 0.9 was the best value on the *training* subjects of three of
+    #: four cross-validation folds and over all folds' training subjects together (docs/validation.md).
+    #: 0.5 ~ argmax.
+    disc_outline_probability: float = 0.9
     #: Smallest disc component kept, absolute (mm^3 in 3D, mm^2 in 2D).
     min_disc_size: float = 40.0
     #: A disc must be present on at least this many adjacent sagittal slices (3D only, slices >= 2 mm apart count 1).
@@ -120,11 +131,12 @@ class _Disc:
     touches_edge: bool
 
     spacing: np.ndarray = None  # type: ignore[assignment]
+    box: tuple[slice, ...] | None = None  # bounding box of ``mask`` (None: the whole array)
 
     @cached_property
     def idx(self) -> np.ndarray:
         """Voxel indices (n, 3) of the disc (computed once)."""
-        return np.argwhere(self.mask)
+        return _argwhere(self.mask, self.box)
 
     @cached_property
     def depth_mm(self) -> float:
@@ -146,8 +158,48 @@ def _components(mask: np.ndarray, spacing: tuple[float, float, float]) -> tuple[
     return ndi.label(mask, structure=structure)
 
 
-def _disc_geometry(mask: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    pts = np.argwhere(mask).astype(float) * spacing
+def _argwhere(mask: np.ndarray, box: tuple[slice, ...] | None = None) -> np.ndarray:
+    """``np.argwhere(mask)``, searching only inside ``box`` (which must hold every True voxel)."""
+    if box is None:
+        return np.argwhere(mask)
+    return np.argwhere(mask[box]) + np.array([b.start for b in box])
+
+
+def _union_box(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple[slice, ...] | None:
+    if a is None or b is None:
+        return None
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b, strict=True))
+
+
+def _box_of(idx: np.ndarray) -> tuple[slice, ...]:
+    """Bounding box (slices) of voxel indices (n, ndim), n >= 1."""
+    return tuple(slice(int(lo), int(hi) + 1) for lo, hi in zip(idx.min(axis=0), idx.max(axis=0), strict=True))
+
+
+def _touches_edge(sub: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...]) -> tuple[bool, bool]:
+    """(touches the in-plane border, touches the first/last sagittal slice) of a mask given inside its box."""
+    inplane = False
+    for ax in (1, 2):
+        if box[ax].start == 0 and np.take(sub, 0, axis=ax).any():
+            inplane = True
+        if box[ax].stop == shape[ax] and np.take(sub, -1, axis=ax).any():
+            inplane = True
+    lateral = (box[0].start == 0 and bool(sub[0].any())) or (box[0].stop == shape[0] and bool(sub[-1].any()))
+    return inplane, lateral
+
+
+def argmax_classes(probs: np.ndarray) -> np.ndarray:
+    """``np.argmax(probs, axis=1)`` for the 3-class output (n, 3, rows, cols), ties to the lower class, faster."""
+    if probs.shape[1] != 3:
+        return np.argmax(probs, axis=1)
+    p0, p1, p2 = probs[:, 0], probs[:, 1], probs[:, 2]
+    cls = (p1 > p0).astype(np.int64)
+    cls[p2 > np.maximum(p0, p1)] = 2
+    return cls
+
+
+def _disc_geometry(mask: np.ndarray, spacing: np.ndarray, box: tuple[slice, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    pts = _argwhere(mask, box).astype(float) * spacing
     c = pts.mean(axis=0)
     # normal = direction of least spread in the sagittal plane (si, ap); discs are thin along the spine axis
     d2 = pts[:, 1:] - c[1:]
@@ -161,9 +213,12 @@ def _disc_geometry(mask: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, n
     return c, np.array([0.0, n2[0], n2[1]])
 
 
-def find_discs(probs: np.ndarray, spacing: tuple[float, float, float], settings: PostprocessSettings) -> list[_Disc]:
-    """Disc components after size filtering, sorted superior -> inferior by centroid."""
-    cls = np.argmax(probs, axis=1)
+def find_discs(
+    probs: np.ndarray, spacing: tuple[float, float, float], settings: PostprocessSettings, cls: np.ndarray | None = None
+) -> list[_Disc]:
+    """Disc components after size filtering, sorted superior -> inferior by centroid (``cls``: argmax of probs)."""
+    if cls is None:
+        cls = argmax_classes(probs)
     mask = cls == DISC
     sp = np.asarray(spacing, dtype=float)
     voxel = float(np.prod(sp)) if probs.shape[0] > 1 else float(sp[1] * sp[2])
@@ -179,17 +234,19 @@ def find_discs(probs: np.ndarray, spacing: tuple[float, float, float], settings:
     for i, size in enumerate(sizes, start=1):
         if size < max(settings.min_disc_size, settings.min_disc_fraction * largest):
             continue
+        box = boxes[i - 1]
+        sub = lab[box] == i
         m = np.zeros(shape, dtype=bool)
-        m[boxes[i - 1]] = lab[boxes[i - 1]] == i
-        ks = np.flatnonzero(m.any(axis=(1, 2)))
-        if probs.shape[0] > 1 and len(ks) < settings.min_disc_slices:
+        m[box] = sub
+        n_ks = int(np.count_nonzero(sub.any(axis=(1, 2))))
+        if probs.shape[0] > 1 and n_ks < settings.min_disc_slices:
             continue
-        c, nrm = _disc_geometry(m, sp)
-        conf = float(probs[:, DISC][m].mean())
-        edge = bool(m[:, 0].any() or m[:, -1].any() or m[:, :, 0].any() or m[:, :, -1].any())
+        c, nrm = _disc_geometry(m, sp, box)
+        conf = float(probs[box[0], DISC][:, box[1], box[2]][sub].mean())
+        edge, lateral = _touches_edge(sub, box, shape)
         if shape[0] > 1:
-            edge = edge or bool(m[0].any() or m[-1].any()) and len(ks) < shape[0]
-        discs.append(_Disc(m, c, nrm, float(size), conf, len(ks), edge, sp))
+            edge = edge or lateral and n_ks < shape[0]
+        discs.append(_Disc(m, c, nrm, float(size), conf, n_ks, edge, sp, box))
     discs.sort(key=lambda d: d.centroid_mm[1])
     return _merge_and_filter(discs, probs, sp, settings)
 
@@ -289,11 +346,15 @@ def _merge_and_filter(discs: list[_Disc], probs: np.ndarray, sp: np.ndarray, set
     for d in discs:
         if merged and np.linalg.norm(d.centroid_mm[1:] - merged[-1].centroid_mm[1:]) < settings.merge_mm:
             m = merged[-1].mask | d.mask
-            c, nrm = _disc_geometry(m, sp)
-            ks = np.flatnonzero(m.any(axis=(1, 2)))
+            box = _union_box(merged[-1].box, d.box)
+            c, nrm = _disc_geometry(m, sp, box)
+            if box is None:
+                sub, pb = m, probs[:, DISC]
+            else:
+                sub, pb = m[box], probs[box[0], DISC][:, box[1], box[2]]
             merged[-1] = _Disc(
-                m, c, nrm, merged[-1].size + d.size, float(probs[:, DISC][m].mean()), len(ks),
-                merged[-1].touches_edge or d.touches_edge, sp,
+                m, c, nrm, merged[-1].size + d.size, float(pb[sub].mean()), int(np.count_nonzero(sub.any(axis=(1, 2)))),
+                merged[-1].touches_edge or d.touches_edge, sp, box,
             )
         else:
             merged.append(d)
@@ -319,6 +380,19 @@ def _count_with_gaps(discs: list[_Disc], gap_factor: float) -> list[int]:
     return slots
 
 
+def smooth_across_slices(values: np.ndarray, slice_spacing_mm: float, settings: PostprocessSettings) -> np.ndarray:
+    """A stack (n_slices, ...) of one probability channel averaged across neighbouring sagittal slices.
+
+    A Gaussian of ``settings.slice_smoothing_mm`` (sigma, mm; truncated at 2 sigma, edge slices repeated) along
+    the slice axis. Returned unchanged for a single slice, when the smoothing is off, or when the slices are
+    further apart than ``settings.slice_smoothing_max_spacing_mm``.
+    """
+    sigma = settings.slice_smoothing_mm
+    if values.shape[0] < 2 or sigma <= 0 or not 0 < slice_spacing_mm <= settings.slice_smoothing_max_spacing_mm:
+        return values
+    return ndi.gaussian_filter1d(values, sigma / slice_spacing_mm, axis=0, mode="nearest", truncate=2.0)
+
+
 def _plane_distance(points_mm: np.ndarray, disc: _Disc) -> np.ndarray:
     """Signed distance (mm) of points from the disc's mid-plane; positive = inferior of it."""
     return (points_mm - disc.centroid_mm) @ disc.normal
@@ -335,10 +409,10 @@ def assign_levels(
     sp = np.asarray(spacing, dtype=float)
     n_sl = probs.shape[0]
     voxel = float(np.prod(sp)) if n_sl > 1 else float(sp[1] * sp[2])
-    cls = np.argmax(probs, axis=1)
+    cls = argmax_classes(probs)
     out = np.zeros(cls.shape, dtype=np.uint8)
     flags: list[str] = []
-    discs = find_discs(probs, spacing, settings)
+    discs = find_discs(probs, spacing, settings, cls)
     # The rudimentary S1-S2 disc inside the sacrum is small and short (anterior-posterior), while a collapsed
     # L5-S1 loses height but keeps its depth: never take the remnant for L5-S1.
     while len(discs) >= 3:
@@ -356,9 +430,9 @@ def assign_levels(
     # on a vertebral body: drop bottom candidates with no bone just above them, or separated from the disc
     # above by much more than one vertebra, before the count starts. Skipped when the network found little
     # vertebral tissue around the discs (e.g. an unusual contrast), where the test would say nothing.
-    vert_mask = cls == VERTEBRA
+    vert = cls == VERTEBRA
     if len(discs) >= 3:
-        support = [_bone_support(d, vert_mask, sp) for d in discs]
+        support = [_bone_support(d, vert, sp) for d in discs]
         use_support = float(np.median([min(a, b) for a, b in support])) >= settings.min_bone_support
         while len(discs) >= 3:
             gaps = [np.linalg.norm(discs[i + 1].centroid_mm[1:] - discs[i].centroid_mm[1:]) for i in range(len(discs) - 1)]
@@ -371,7 +445,6 @@ def assign_levels(
                 break
 
     # ---- vertebral tissue (used for the sacrum test and for naming bodies)
-    vert = cls == VERTEBRA
     vpts_idx = np.argwhere(vert)
     vpts = vpts_idx.astype(float) * sp
 
@@ -399,6 +472,8 @@ def assign_levels(
     med = float(np.median(sizes)) if sizes.size else float("nan")
 
     rows: dict[str, LevelRow] = {}
+    sure = smooth_across_slices(probs[:, DISC], float(sp[0]), settings) >= settings.disc_outline_probability
+    whole = tuple(slice(0, n) for n in cls.shape)
     for name, d in zip(names, lumbar, strict=True):
         f = []
         if d.touches_edge:
@@ -410,10 +485,13 @@ def assign_levels(
         if name == "L5-S1" and not sacrum:
             f.append("assumed_L5-S1_sacrum_not_detected")
         # Detection and counting use the argmax; the written outline keeps the voxels the network is sure of
-        # (see PostprocessSettings.disc_outline_probability), or the whole component if that leaves nothing.
-        core = d.mask & (probs[:, DISC] >= settings.disc_outline_probability)
-        keep = core if core.any() else d.mask
-        out[keep] = lv.DISC_LABELS[name]
+        # (PostprocessSettings.disc_outline_probability, on the disc probability averaged across neighbouring
+        # slices), or the whole component if that leaves nothing.
+        box = d.box or whole
+        sub = d.mask[box]
+        core = sub & sure[box]
+        keep = core if core.any() else sub
+        out[box][keep] = lv.DISC_LABELS[name]
         n_vox = int(keep.sum())
         rows[name] = LevelRow(
             name, lv.DISC_LABELS[name], True, n_vox, n_vox * voxel, d.confidence, int(keep.any(axis=(1, 2)).sum()), tuple(f)
@@ -441,8 +519,10 @@ def assign_levels(
                 sel &= False  # a disc is missing between these two: the tissue spans two bodies
             if not sel.any():
                 continue
-            m = np.zeros(cls.shape, dtype=bool)
             idx = vpts_idx[sel]
+            box = _box_of(idx)  # work inside the bounding box of the selected voxels (same result, less work)
+            idx = idx - np.array([b.start for b in box])
+            m = np.zeros(tuple(b.stop - b.start for b in box), dtype=bool)
             m[idx[:, 0], idx[:, 1], idx[:, 2]] = True
             # keep the largest connected piece (drops posterior elements / stray pixels on the other side)
             lab, n = _components(m, spacing)
@@ -453,10 +533,11 @@ def assign_levels(
             if size < settings.min_disc_size:
                 continue
             f = []
-            if bool(m[:, 0].any() or m[:, -1].any()):
+            if (box[1].start == 0 and m[:, 0].any()) or (box[1].stop == cls.shape[1] and m[:, -1].any()):
                 f.append("touches_fov_edge")
-            out[m & (out == 0)] = lv.VERTEBRA_LABELS[vname]
-            conf = float(probs[:, VERTEBRA][m].mean())
+            ob = out[box]
+            ob[m & (ob == 0)] = lv.VERTEBRA_LABELS[vname]
+            conf = float(probs[box[0], VERTEBRA][:, box[1], box[2]][m].mean())
             rows[vname] = LevelRow(
                 vname, lv.VERTEBRA_LABELS[vname], True, int(m.sum()), size, conf, int(m.any(axis=(1, 2)).sum()), tuple(f)
             )

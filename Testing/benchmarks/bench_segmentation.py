@@ -28,13 +28,19 @@ sys.path.insert(0, str(ROOT))
 
 
 def timeit(fn, repeats):
+    """Median wall seconds over ``repeats`` runs (after a warm-up); CPU seconds of the process go to CPU_S."""
     fn()  # warm-up
-    ts = []
+    ts, cs = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
+        cs.append(time.process_time() - c0)
+    CPU_S.append(statistics.median(cs))
     return statistics.median(ts)
+
+
+CPU_S: list[float] = []  # median CPU seconds (all threads of this process) of the last timeit calls
 
 
 def real_or_noise():
@@ -81,13 +87,31 @@ def main() -> int:
     t16 = timeit(lambda: segment_image(vol, net=net), max(1, args.repeats // 2))
     t16_tta = timeit(lambda: segment_image(vol, SegmentationSettings(tta=True), net=net), 1)
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"input: {source}; torch threads {args.threads}; load average {load:.1f}; baseline 512^2 matmul {base * 1e3:.1f} ms")
-    print(f"network only, 256^2:              {t_net * 1e3:7.1f} ms  ({t_net / base:.1f} x baseline)")
-    print(f"segment_image, 256^2 slice 1 mm:  {t256 * 1e3:7.1f} ms  ({t256 / base:.1f} x baseline)  goal <= 50 ms")
-    print(f"segment_image, 512^2 slice 0.5 mm:{t512 * 1e3:7.1f} ms  ({t512 / base:.1f} x baseline)")
-    print(f"segment_image, 16 x 256^2 stack:  {t16:7.2f} s   ({t16 / base:.0f} x baseline)  goal <= 1 s")
-    print(f"  same stack with --tta:          {t16_tta:7.2f} s")
+    # parts of the 256^2 slice: intensity normalisation (percentile clip + CLAHE + z-score), post-processing
+    from DiscAnalysisLib.segmentation.postprocess import assign_levels
+    from DiscAnalysisLib.segmentation.preprocess import normalise_slice
+
+    t_norm = timeit(lambda: normalise_slice(s256[8]), args.repeats)
+    p1 = network.predict_probabilities(net, normalise_slice(s256[8])[None])
+    t_post = timeit(lambda: assign_levels(p1, (1.0, 1.0, 1.0)), args.repeats)
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    cpu = dict(zip(("base", "net", "256", "512", "16", "tta", "norm", "post"), CPU_S, strict=True))
+    print(f"input: {source}; torch threads {args.threads}; load average (1/5/15 min) {load[0]:.1f} / {load[1]:.1f} / "
+          f"{load[2]:.1f} on {os.cpu_count()} CPUs; baseline 512^2 matmul {base * 1e3:.1f} ms")
+    print("(wall = median wall time; cpu = median CPU time of this process, all threads; a single slice runs on one")
+    print(" torch thread whatever --threads says, see network.SINGLE_THREAD_MAX_PIXELS)")
+    print(f"network only, 256^2 (net(x), {args.threads} threads): {t_net * 1e3:7.1f} ms wall {cpu['net'] * 1e3:7.1f} ms cpu  "
+          f"({t_net / base:.1f} x baseline)")
+    print(f"segment_image, 256^2 slice 1 mm:   {t256 * 1e3:7.1f} ms wall {cpu['256'] * 1e3:7.1f} ms cpu  "
+          f"({t256 / base:.1f} x baseline)  goal <= 50 ms")
+    print(f"segment_image, 512^2 slice 0.5 mm: {t512 * 1e3:7.1f} ms wall {cpu['512'] * 1e3:7.1f} ms cpu  ({t512 / base:.1f} x baseline)")
+    print(f"segment_image, 16 x 256^2 stack:   {t16:7.2f} s  wall {cpu['16']:7.2f} s  cpu  ({t16 / base:.0f} x baseline)  goal <= 1 s")
+    print(f"  same stack with --tta:           {t16_tta:7.2f} s  wall {cpu['tta']:7.2f} s  cpu")
+    print(f"parts of the 256^2 slice: normalisation (CLAHE) {t_norm * 1e3:.1f} ms wall {cpu['norm'] * 1e3:.1f} ms cpu; "
+          f"post-processing {t_post * 1e3:.1f} ms wall {cpu['post'] * 1e3:.1f} ms cpu")
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    print(f"load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
     return 0
 
 

@@ -163,3 +163,35 @@ def test_disc_outline_keeps_confident_voxels_but_detection_uses_argmax():
     assert r["L3-L4"].voxels == int((labels == lv.DISC_LABELS["L3-L4"]).sum())
     labels05, _, _ = assign_levels(probs, (1.0, 1.0, 1.0), PostprocessSettings(disc_outline_probability=0.5))
     assert (labels05[:, y0, 40:60] == lv.DISC_LABELS["L3-L4"]).all()
+
+
+def test_fast_argmax_matches_numpy_including_ties():
+    from DiscAnalysisLib.segmentation.postprocess import argmax_classes
+
+    rng = np.random.default_rng(0)
+    p = rng.integers(0, 3, (2, 3, 40, 50)).astype(np.float32)  # many exact ties
+    assert np.array_equal(argmax_classes(p), np.argmax(p, axis=1))
+    q = rng.random((3, 3, 20, 30)).astype(np.float32)
+    assert np.array_equal(argmax_classes(q), np.argmax(q, axis=1))
+
+
+def test_slice_smoothing_fills_a_one_slice_dip_in_the_outline_but_not_detection():
+    cls, disc_rows = spine(n_discs=5, n_slices=9)
+    probs = probs_of(cls, p=0.99)
+    y0, y1 = disc_rows[2]
+    probs[4, 1, y0, :] = 0.6  # one slice is unsure about the top rim of L3-L4 (still disc at the argmax)
+    probs[4, 0, y0, :] = 0.2
+    probs[4, 2, y0, :] = 0.2
+    on = PostprocessSettings(disc_outline_probability=0.9, slice_smoothing_mm=2.0)
+    off = PostprocessSettings(disc_outline_probability=0.9, slice_smoothing_mm=0.0)
+    lab_on, rows_on, _ = assign_levels(probs, (1.0, 1.0, 1.0), on)
+    lab_off, rows_off, _ = assign_levels(probs, (1.0, 1.0, 1.0), off)
+    assert not lab_off[4, y0, 40:60].any()
+    assert (lab_on[4, y0, 40:60] == lv.DISC_LABELS["L3-L4"]).all()  # neighbours at 0.99 outvote the dip
+    assert [(r.level, r.found, r.confidence) for r in rows_on] == [(r.level, r.found, r.confidence) for r in rows_off]
+    # slices 3 mm apart show different anatomy: no smoothing there
+    lab_thick, _, _ = assign_levels(probs, (3.0, 1.0, 1.0), on)
+    assert not lab_thick[4, y0, 40:60].any()
+    # a single slice is never smoothed
+    lab_2d, _, _ = assign_levels(probs[4:5], (1.0, 1.0, 1.0), on)
+    assert not lab_2d[0, y0, 40:60].any()
