@@ -99,8 +99,7 @@ def main() -> int:
     cpu = dict(zip(("base", "net", "256", "512", "16", "tta", "norm", "post"), CPU_S, strict=True))
     print(f"input: {source}; torch threads {args.threads}; load average (1/5/15 min) {load[0]:.1f} / {load[1]:.1f} / "
           f"{load[2]:.1f} on {os.cpu_count()} CPUs; baseline 512^2 matmul {base * 1e3:.1f} ms")
-    print("(wall = median wall time; cpu = median CPU time of this process, all threads; a single slice runs on one")
-    print(" torch thread whatever --threads says, see network.SINGLE_THREAD_MAX_PIXELS)")
+    print("(wall = median wall time; cpu = median CPU time of this process, all threads)")
     print(f"network only, 256^2 (net(x), {args.threads} threads): {t_net * 1e3:7.1f} ms wall {cpu['net'] * 1e3:7.1f} ms cpu  "
           f"({t_net / base:.1f} x baseline)")
     print(f"segment_image, 256^2 slice 1 mm:   {t256 * 1e3:7.1f} ms wall {cpu['256'] * 1e3:7.1f} ms cpu  "
