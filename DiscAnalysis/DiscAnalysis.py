@@ -14,7 +14,7 @@ import qt
 import slicer
 import vtk
 from DiscAnalysisModuleLib import workflow
-from DiscAnalysisModuleLib.backgroundrun import BackgroundCliRun
+from DiscAnalysisModuleLib.backgroundrun import BackgroundCliRun, showProgressOn
 from DiscAnalysisModuleLib.dependencies import ensureDependencies
 from DiscAnalysisModuleLib.inputs import formatImageInfo, inspectVolumeNode
 from DiscAnalysisModuleLib.selftest import ORIENTATION, SIZE_IJK, runSelfTest
@@ -246,16 +246,11 @@ class DiscAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Run ``PythonSlicer -m DiscAnalysisLib.cli <args>`` without blocking the GUI; progress lines drive
         the progress bar; ``onSuccess()`` loads the outputs when the process exits with code 0."""
         self._onSuccess = onSuccess
-        self._process = BackgroundCliRun(args, self._onProcessProgress, self._onProcessFinished)
+        self._process = BackgroundCliRun(args, showProgressOn(self.ui.progressBar, self.ui.statusLabel), self._onProcessFinished)
         self.ui.progressBar.value = 0
         self.ui.statusLabel.text = description
         self._process.start()
         self._updateGuiState()
-
-    def _onProcessProgress(self, fraction, message) -> None:
-        self.ui.progressBar.value = int(fraction * 100)
-        if message:
-            self.ui.statusLabel.text = message
 
     def _onProcessFinished(self, ok, output) -> None:
         self._process = None

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import slicer
 import vtk
-from DiscAnalysisModuleLib.backgroundrun import BackgroundCliRun
+from DiscAnalysisModuleLib.backgroundrun import BackgroundCliRun, showProgressOn
 from DiscAnalysisModuleLib.cohort import CORRECTIONS, TESTS, loadResults, statsArguments
 from DiscAnalysisModuleLib.dependencies import ensureDependencies
 from slicer import vtkMRMLTableNode
@@ -172,7 +172,7 @@ class DiscCohortWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Cannot start the cohort analysis."), waitCursor=True):
             ensureDependencies("stats")
             args = self.logic.commandArguments(self._parameterNode)
-            self._process = BackgroundCliRun(args, self._onProcessProgress, self._onProcessFinished)
+            self._process = BackgroundCliRun(args, showProgressOn(self.ui.progressBar, self.ui.statusLabel), self._onProcessFinished)
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = _("Running...")
             self._process.start()
@@ -184,11 +184,6 @@ class DiscCohortWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             process.cancel()
             self.ui.statusLabel.text = _("Cancelled.")
             self._updateGuiState()
-
-    def _onProcessProgress(self, fraction, message) -> None:
-        self.ui.progressBar.value = int(fraction * 100)
-        if message:
-            self.ui.statusLabel.text = message
 
     def _onProcessFinished(self, ok, output) -> None:
         self._process = None

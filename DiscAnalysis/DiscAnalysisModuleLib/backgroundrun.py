@@ -51,6 +51,18 @@ class CliOutput:
         return "\n".join(self.lines)[-maxChars:]
 
 
+def showProgressOn(progressBar, statusLabel) -> Callable[[float, str], None]:
+    """An ``onProgress`` callback for :class:`BackgroundCliRun` that drives a progress bar (0-100) and puts
+    each non-empty message in a label."""
+
+    def show(fraction: float, message: str) -> None:
+        progressBar.value = int(fraction * 100)
+        if message:
+            statusLabel.text = message
+
+    return show
+
+
 class BackgroundCliRun:
     """Run the DiscAnalysis CLI in a QProcess.
 

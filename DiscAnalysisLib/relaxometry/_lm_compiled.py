@@ -192,11 +192,6 @@ else:  # pragma: no cover
     _kernel = None
 
 
-def _is_uniform(t1: np.ndarray) -> bool:
-    steps = np.diff(t1)
-    return steps.size > 1 and bool(np.allclose(steps, steps[0], rtol=1e-9, atol=0))
-
-
 def fit_columns(y, t, settings):
     """Start values, LM and SST of every column of ``y`` (N, m): the tuple ``fitting._finish`` takes."""
     m = y.shape[1]
@@ -209,6 +204,6 @@ def fit_columns(y, t, settings):
     # vectorised log is ~20 x faster than one libm call per point, and float32 is plenty for a start).
     with np.errstate(divide="ignore", invalid="ignore"):
         logy = np.log(y.astype(np.float32))
-    _kernel(y, logy, t1, _is_uniform(t1), settings.n_parameters, bool(settings.offset), int(settings.max_iterations),
+    _kernel(y, logy, t1, _lm_math.equally_spaced(t1), settings.n_parameters, bool(settings.offset), int(settings.max_iterations),
             float(settings.tolerance), n_valid, start_ok, decaying_start, a, r, c, cost, converged, sst)
     return n_valid, start_ok, decaying_start, a, r, c, cost, converged, sst

@@ -1,11 +1,20 @@
-"""The damped normal-equation solves of the LM step, shared by both fit engines.
+"""The damped normal-equation solves of the LM step and the equal-spacing test, shared by both fit engines.
 
-Plain arithmetic that works on numpy arrays (numpy engine: every voxel of a chunk at once) and on floats
+The solves are plain arithmetic that works on numpy arrays (numpy engine: every voxel of a chunk at once) and on floats
 (compiled engine: numba compiles these same functions). No ``np.errstate`` here (numba cannot compile it):
 the numpy callers wrap the calls; a singular system gives inf/NaN steps, which the LM rejects.
 """
 
 from __future__ import annotations
+
+import numpy as np
+
+
+def equally_spaced(times) -> bool:
+    """Whether the (sorted) times are equally spaced: both engines then compute exp(-t r) for all time points
+    from 2 exp calls by repeated multiplication (exact to rounding) instead of N."""
+    steps = np.diff(np.ravel(times))
+    return steps.size > 1 and bool(np.allclose(steps, steps[0], rtol=1e-9, atol=0))
 
 
 def solve2(h11, h12, h22, g1, g2):

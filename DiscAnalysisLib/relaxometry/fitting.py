@@ -575,7 +575,7 @@ class _Decay:
         self.t = t
         self.t0 = float(tt[0])
         self.step = float(steps[0]) if steps.size else 0.0
-        self.uniform = steps.size > 1 and bool(np.allclose(steps, steps[0], rtol=1e-9, atol=0))
+        self.uniform = _lm_math.equally_spaced(tt)
 
     def __call__(self, r: np.ndarray, out: np.ndarray) -> np.ndarray:
         if not self.uniform:

@@ -130,3 +130,11 @@ def test_failed_crashed_and_cancelled_runs(br, fake_qt):
     proc.emit_output("late output\n")
     proc.emit_finished(9)  # the killed process still signals: no callback
     assert len(finished) == 2
+
+
+def test_progress_display_sets_the_bar_and_keeps_the_last_message(br):
+    bar, label = types.SimpleNamespace(value=0), types.SimpleNamespace(text="Running...")
+    show = br.showProgressOn(bar, label)
+    show(0.42, "segmenting")
+    show(0.5, "")
+    assert bar.value == 50 and label.text == "segmenting"
