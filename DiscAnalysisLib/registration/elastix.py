@@ -1,8 +1,18 @@
 """The elastix calls: parameter maps, thread settings, displacement field and Jacobian out.
 
-itk-elastix is imported lazily (its first import loads ~1.6 GB of ITK modules and takes seconds).
+itk-elastix is imported lazily, and only the part of it these calls need.
 
-Threads are set once per process with ``itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads``: passing
+Why not ``itk.ElastixRegistrationMethod``: itk's lazy loader then imports the Elastix module's whole
+declared dependency closure (29 ITK modules, 55 SWIG extensions, ~1.6 GB), and the SWIG initialisation of
+those extensions (type-table merging, ~70 % of it in ``strcmp``; measured with ``perf``) took 17-20 s of
+CPU on this machine: most of a registration call from a fresh process. The elastix wrappers themselves
+need only ITKCommon, ITKTransform, ITKMesh, the NumPy bridge and the Elastix module, which import in ~3 s.
+``_Lean`` imports exactly those SWIG modules and drives the same C++ filters through their low-level
+methods; if this itk-elastix build lays its modules out differently, ``_itk_api`` falls back to the full
+``itk`` package (slow import, same results). ``Testing/core/test_registration_lean.py`` checks that both
+give the same displacement field.
+
+Threads are set once per process with ``MultiThreaderBase.SetGlobalDefaultNumberOfThreads``: passing
 ``number_of_threads`` to a multi-metric registration (our B-spline stage with the rigidity penalty)
 segfaults, https://github.com/InsightSoftwareConsortium/ITKElastix/issues/160 (regression test in
 Testing/core/test_registration_threads.py).
@@ -10,18 +20,188 @@ Testing/core/test_registration_threads.py).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import tempfile
 
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import require
+from ..errors import MissingDependencyError, require
 
 _THREADS_SET: int | None = None
+_API = None
+# DISCANALYSIS_ITK_FULL=1 forces the full itk package (for comparison and as an escape hatch)
+FULL_ENV = "DISCANALYSIS_ITK_FULL"
 
 
 def itk_module():
     return require("itk", "Disc registration (elastix)", "pip install itk-elastix")
+
+
+@contextlib.contextmanager
+def _torch_decorations_off():
+    """Keep itk from importing torch (~2 s) while its wrappers load.
+
+    itk's snake_case functions are wrapped by ``itk.support.helpers.accept_array_like_xarray_torch``,
+    which imports torch at decoration time whenever torch is installed, only to accept tensors as
+    inputs. The lean binding calls none of those functions, so the flag is off during its imports and
+    restored after (a later full ``itk`` use in the same process still gets torch support).
+    """
+    try:
+        from itk.support import helpers
+    except ImportError:
+        yield
+        return
+    had = getattr(helpers, "_HAVE_TORCH", None)
+    if had is None or "torch" in sys.modules:
+        yield
+        return
+    helpers._HAVE_TORCH = False
+    try:
+        yield
+    finally:
+        helpers._HAVE_TORCH = had
+
+
+class _Lean:
+    """The few itk-elastix classes used here, imported without itk's lazy loader (see module docstring)."""
+
+    name = "lean"
+
+    def __init__(self):
+        with _torch_decorations_off():
+            self._import()
+
+    def _import(self):
+        import itk.ITKCommonBasePython as base
+        import itk.elxParameterObjectPython as params
+        import itk.itkElastixRegistrationMethodPython as reg
+        import itk.itkMatrixPython as matrix
+        import itk.itkPyBufferPython as buffer
+        import itk.itkTransformixFilterPython as tfx
+        import itk.vnl_matrixPython as vnl
+
+        self._vnl = vnl
+        self._base, self._params, self._reg = base, params, reg
+        self._matrix, self._buffer, self._tfx = matrix, buffer, tfx
+        for d in (2, 3):  # fail now (and fall back) if this build names its classes differently
+            for mod, name in ((reg, f"itkElastixRegistrationMethodIF{d}IF{d}"), (tfx, f"itkTransformixFilterIF{d}"),
+                              (buffer, f"itkPyBufferIF{d}"), (buffer, f"itkPyBufferIVF{d}{d}"),
+                              (matrix, f"itkMatrixD{d}{d}")):
+                getattr(mod, name)
+        base.itkMultiThreaderBase.SetGlobalDefaultNumberOfThreads
+        params.elastixParameterObject.New
+
+    def set_threads(self, n: int) -> None:
+        self._base.itkMultiThreaderBase.SetGlobalDefaultNumberOfThreads(n)
+        self._base.itkMultiThreaderBase.SetGlobalMaximumNumberOfThreads(n)
+
+    def parameter_object(self):
+        return self._params.elastixParameterObject.New()
+
+    def image(self, arr: np.ndarray, spacing, origin, direction: np.ndarray):
+        d = arr.ndim
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        img = getattr(self._buffer, f"itkPyBufferIF{d}")._GetImageViewFromArray(arr, arr.shape[::-1], 1)
+        img._SetBase(arr)  # the image is a view: keep the buffer alive with it
+        img.SetSpacing([float(v) for v in spacing])
+        img.SetOrigin([float(v) for v in origin])
+        vnl = self._vnl.vnl_matrixD(d, d)
+        for r in range(d):
+            for c in range(d):
+                vnl.put(r, c, float(direction[r, c]))
+        img.SetDirection(getattr(self._matrix, f"itkMatrixD{d}{d}")(vnl))
+        return img
+
+    def register(self, fixed, moving, po):
+        d = fixed.GetImageDimension()
+        f = getattr(self._reg, f"itkElastixRegistrationMethodIF{d}IF{d}").New()
+        f.SetFixedImage(fixed)
+        f.SetMovingImage(moving)
+        f.SetParameterObject(po)
+        f.SetLogToConsole(False)
+        f.UpdateLargestPossibleRegion()
+        return f.GetTransformParameterObject()
+
+    def deformation_field(self, moving, tp, output_directory: str) -> np.ndarray:
+        d = moving.GetImageDimension()
+        t = getattr(self._tfx, f"itkTransformixFilterIF{d}").New()
+        t.SetMovingImage(moving)
+        t.SetTransformParameterObject(tp)
+        t.SetLogToConsole(False)
+        t.SetOutputDirectory(output_directory)
+        t.SetComputeDeformationField(True)
+        t.UpdateLargestPossibleRegion()
+        field = t.GetOutputDeformationField()
+        size = [int(v) for v in field.GetBufferedRegion().GetSize()]
+        view = getattr(self._buffer, f"itkPyBufferIVF{d}{d}")._GetArrayViewFromImage(field)
+        return np.asarray(view).view(np.float32).reshape(*size[::-1], d).copy()
+
+
+class _Full:
+    """The same calls through the full itk package (its lazy loader imports every dependency)."""
+
+    name = "full"
+
+    def __init__(self):
+        self._itk = itk_module()
+        try:
+            for name in ("ParameterObject", "elastix_registration_method", "TransformixFilter",
+                         "MultiThreaderBase", "image_from_array", "array_from_image", "matrix_from_array"):
+                getattr(self._itk, name)
+        except AttributeError as exc:  # itk without its elastix module
+            raise MissingDependencyError(
+                f"Disc registration (elastix) needs itk-elastix; this itk has no {exc}. "
+                "Install it with: pip install itk-elastix"
+            ) from exc
+
+    def set_threads(self, n: int) -> None:
+        self._itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(n)
+        self._itk.MultiThreaderBase.SetGlobalMaximumNumberOfThreads(n)
+
+    def parameter_object(self):
+        return self._itk.ParameterObject.New()
+
+    def image(self, arr: np.ndarray, spacing, origin, direction: np.ndarray):
+        itk = self._itk
+        out = itk.image_from_array(np.ascontiguousarray(arr, dtype=np.float32))
+        out.SetSpacing([float(v) for v in spacing])
+        out.SetOrigin([float(v) for v in origin])
+        out.SetDirection(itk.matrix_from_array(np.asarray(direction, float)))
+        return out
+
+    def register(self, fixed, moving, po):
+        _, tp = self._itk.elastix_registration_method(fixed, moving, parameter_object=po, log_to_console=False)
+        return tp
+
+    def deformation_field(self, moving, tp, output_directory: str) -> np.ndarray:
+        tfx = self._itk.TransformixFilter.New(moving, transform_parameter_object=tp, log_to_console=False,
+                                              output_directory=output_directory)
+        tfx.SetComputeDeformationField(True)
+        tfx.UpdateLargestPossibleRegion()
+        return self._itk.array_from_image(tfx.GetOutputDeformationField()).astype(np.float32)
+
+
+def _itk_api():
+    """The binding in use: lean unless it cannot be imported or ``DISCANALYSIS_ITK_FULL=1``."""
+    global _API
+    if _API is None:
+        itk_module()  # a clear "pip install itk-elastix" error when it is missing
+        if os.environ.get(FULL_ENV, "") not in ("", "0"):
+            _API = _Full()
+        else:
+            try:
+                _API = _Lean()
+            except (ImportError, AttributeError):
+                _API = _Full()
+    return _API
+
+
+def binding_name() -> str:
+    """"lean" or "full": which itk-elastix binding this process uses (loads it)."""
+    return _itk_api().name
 
 
 def set_global_threads(n: int) -> None:
@@ -30,21 +210,16 @@ def set_global_threads(n: int) -> None:
     n = max(1, int(n))
     if _THREADS_SET == n:
         return
-    itk = itk_module()
-    itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(n)
-    itk.MultiThreaderBase.SetGlobalMaximumNumberOfThreads(max(n, 1))
+    _itk_api().set_threads(n)
     _THREADS_SET = n
 
 
 def load() -> None:
-    """Load the elastix module objects now (itk loads them lazily on first attribute access).
+    """Load the elastix classes now (the first import takes seconds).
 
     Creates no ITK filter, so no ITK thread pool is started: safe to call in a fork server before it forks.
     """
-    itk = itk_module()
-    for name in ("ParameterObject", "elastix_registration_method", "TransformixFilter", "MultiThreaderBase",
-                 "image_from_array", "array_from_image", "matrix_from_array"):
-        getattr(itk, name)
+    _itk_api()
 
 
 def warm_up(threads: int = 1, *, worker: bool = False) -> None:
@@ -62,14 +237,9 @@ def warm_up(threads: int = 1, *, worker: bool = False) -> None:
 
 def to_itk(image: sitk.Image):
     """SimpleITK scalar image -> itk.Image[F] with the same geometry."""
-    itk = itk_module()
-    arr = sitk.GetArrayFromImage(image).astype(np.float32)
-    out = itk.image_from_array(arr)
-    out.SetSpacing(image.GetSpacing())
-    out.SetOrigin(image.GetOrigin())
     d = image.GetDimension()
-    out.SetDirection(itk.matrix_from_array(np.asarray(image.GetDirection(), float).reshape(d, d)))
-    return out
+    return _itk_api().image(sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetOrigin(),
+                            np.asarray(image.GetDirection(), float).reshape(d, d))
 
 
 def parameter_object(dim: int, *, grid_spacing_mm: float, bspline_iterations: int, rigidity_weight: float,
@@ -84,8 +254,7 @@ def parameter_object(dim: int, *, grid_spacing_mm: float, bspline_iterations: in
     terms; ~5 s of a 3D disc's B-spline stage) or "DisplacementDistribution" (Qiao et al. 2016; same
     Dice and Jacobian SD on real 3D discs, ~3 CPU s less per disc).
     """
-    itk = itk_module()
-    po = itk.ParameterObject.New()
+    po = _itk_api().parameter_object()
     common = {
         "FixedInternalImagePixelType": ["float"],
         "MovingInternalImagePixelType": ["float"],
@@ -145,9 +314,9 @@ def run_registration(fixed: sitk.Image, moving: sitk.Image, po, field_grid: sitk
     itk.transformix_jacobian is not used: it round-trips through files in the current directory, which
     races between worker processes; the Jacobian is computed from the field instead.
     """
-    itk = itk_module()
+    api = _itk_api()
     f_itk, m_itk = to_itk(fixed), to_itk(moving)
-    _, tp = itk.elastix_registration_method(f_itk, m_itk, parameter_object=po, log_to_console=False)
+    tp = api.register(f_itk, m_itk, po)
     # the displacement field on a grid that covers atlas and (centred) patient domains, for inversion
     d = field_grid.GetDimension()
     for i in range(tp.GetNumberOfParameterMaps()):
@@ -159,12 +328,8 @@ def run_registration(fixed: sitk.Image, moving: sitk.Image, po, field_grid: sitk
         tp.SetParameter(i, "Direction", [f"{v:.9g}" for v in cols])
     with tempfile.TemporaryDirectory(prefix="discanalysis-transformix-") as tmp:
         # transformix writes the field into its output directory (the current one by default)
-        tfx = itk.TransformixFilter.New(m_itk, transform_parameter_object=tp, log_to_console=False,
-                                        output_directory=tmp)
-        tfx.SetComputeDeformationField(True)
-        tfx.UpdateLargestPossibleRegion()
-        field = tfx.GetOutputDeformationField()
-    arr = itk.array_from_image(field).astype(np.float64).reshape(*field_grid.GetSize()[::-1], d)
+        arr = api.deformation_field(m_itk, tp, tmp)
+    arr = arr.astype(np.float64).reshape(*field_grid.GetSize()[::-1], d)
     field_img = sitk.GetImageFromArray(arr, isVector=True)
     field_img.CopyInformation(field_grid)
     return field_img

@@ -4,6 +4,8 @@ Measured in one run, against the affine-only registration of the same discs as t
 
 * cold: a new Python process (interpreter start, imports, elastix load, the five 2D discs), with 2
   workers (affine + B-spline, then affine only) and with 1 worker (in-process), timed from outside;
+  last, the same 2-worker run through the full ``itk`` package (``DISCANALYSIS_ITK_FULL=1``: the
+  binding used before session 3) as the baseline of the lean binding;
   CPU seconds = the process + the workers' fork server + the workers (read from /proc, Linux);
 * warm: in this process, after a first call has started the fork server: five 2D discs with 2 workers
   and in-process, per-disc CPU seconds from the report (``cpu_seconds``);
@@ -23,7 +25,7 @@ import time
 
 from DiscAnalysisLib.phantom import PhantomSettings, make_phantom
 from DiscAnalysisLib.registration import RegistrationSettings, register_labelmap
-from DiscAnalysisLib.registration.elastix import warm_up
+from DiscAnalysisLib.registration.elastix import FULL_ENV, warm_up
 
 COLD = r"""
 import os, sys, time
@@ -55,14 +57,18 @@ def _load() -> str:
     return f"load average {os.getloadavg()[0]:.1f}"
 
 
-def _cold(workers: int, mode: str) -> None:
+def _cold(workers: int, mode: str, binding: str = "lean") -> None:
+    env = dict(os.environ)
+    env.pop(FULL_ENV, None)
+    if binding == "full":
+        env[FULL_ENV] = "1"
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", COLD, str(workers), mode], check=True, capture_output=True,
-                         text=True).stdout.split()
+                         text=True, env=env).stdout.split()
     wall = time.perf_counter() - t0
     inner, cpu, n, dice = out[-4:]
     name = "affine only" if mode == "affine" else "affine + B-spline"
-    print(f"cold 2D {name:18s}, {workers} worker(s): {n} discs in {wall:.1f} s wall from process start "
+    print(f"cold 2D {name:18s}, {workers} worker(s), {binding} itk binding: {n} discs in {wall:.1f} s wall from process start "
           f"({float(inner):.1f} s inside Python), {float(cpu):.1f} CPU s in all processes, mean Dice {dice}; "
           f"{_load()}", flush=True)
 
@@ -98,8 +104,9 @@ def _per_disc_3d(labels) -> None:
 def main() -> None:
     print(f"{os.cpu_count()} CPUs; {_load()}", flush=True)
     if "--no-cold" not in sys.argv:
-        for workers, mode in ((2, "full"), (2, "affine"), (1, "full")):
-            _cold(workers, mode)
+        for workers, mode, binding in ((2, "full", "lean"), (2, "affine", "lean"), (1, "full", "lean"),
+                                       (2, "full", "full")):
+            _cold(workers, mode, binding)
     labels = make_phantom(PhantomSettings(seed=0)).labels
     t0, c0 = time.perf_counter(), time.process_time()
     warm_up(1)
