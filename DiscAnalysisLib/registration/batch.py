@@ -8,8 +8,9 @@ reason while the other discs go on.
 
 Workers come from a fork server that has loaded itk-elastix once (``multiprocessing`` "forkserver" start
 method with ``_preload`` as its preload module): a new worker is a fork of that server, so it starts in
-milliseconds with elastix already loaded instead of paying the ~15-20 s load itself (what spawned
-workers did). The fork server has imported itk but never run an ITK filter, so no ITK/TBB thread pool
+milliseconds with elastix already loaded instead of paying the load itself (what spawned workers
+did; ~1 s with the lean binding of ``elastix.py``, 15-20 s with the full itk package). The fork server
+has imported itk but never run an ITK filter, so no ITK/TBB thread pool
 exists when it forks (ITK's default threader is TBB, whose scheduler does not survive a fork; the
 parent process, which may have run filters, is never forked). The server lives as long as the
 process, so every later pool starts warm. Each worker sets ITK's (and SimpleITK's) global thread count

@@ -75,8 +75,8 @@ class _Lean:
             self._import()
 
     def _import(self):
-        import itk.ITKCommonBasePython as base
         import itk.elxParameterObjectPython as params
+        import itk.ITKCommonBasePython as base
         import itk.itkElastixRegistrationMethodPython as reg
         import itk.itkMatrixPython as matrix
         import itk.itkPyBufferPython as buffer
@@ -91,8 +91,9 @@ class _Lean:
                               (buffer, f"itkPyBufferIF{d}"), (buffer, f"itkPyBufferIVF{d}{d}"),
                               (matrix, f"itkMatrixD{d}{d}")):
                 getattr(mod, name)
-        base.itkMultiThreaderBase.SetGlobalDefaultNumberOfThreads
-        params.elastixParameterObject.New
+        for obj, name in ((base.itkMultiThreaderBase, "SetGlobalDefaultNumberOfThreads"),
+                          (params.elastixParameterObject, "New")):
+            getattr(obj, name)
 
     def set_threads(self, n: int) -> None:
         self._base.itkMultiThreaderBase.SetGlobalDefaultNumberOfThreads(n)

@@ -13,8 +13,8 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
 
+from conftest import REPO_ROOT
 from DiscAnalysisLib.registration import elastix
 
 SCRIPT = textwrap.dedent(
@@ -48,8 +48,8 @@ def _run(tmp_path, full: bool):
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out)], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    words = proc.stdout.split()
-    info = dict(zip(words[::2], words[1::2]))
+    words = proc.stdout.split()[-6:]  # the BINDING ... HEAVY ... line
+    info = dict(zip(words[::2], words[1::2], strict=True))
     return info, np.load(out)
 
 
