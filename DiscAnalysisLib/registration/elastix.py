@@ -65,7 +65,22 @@ def _torch_decorations_off():
         helpers._HAVE_TORCH = had
 
 
-class _Lean:
+class _Binding:
+    """What both bindings share: the global thread setting and a new parameter object."""
+
+    name = ""
+    _threader = None  # itk MultiThreaderBase class
+    _parameter_class = None  # elastix ParameterObject class
+
+    def set_threads(self, n: int) -> None:
+        self._threader.SetGlobalDefaultNumberOfThreads(n)
+        self._threader.SetGlobalMaximumNumberOfThreads(n)
+
+    def parameter_object(self):
+        return self._parameter_class.New()
+
+
+class _Lean(_Binding):
     """The few itk-elastix classes used here, imported without itk's lazy loader (see module docstring)."""
 
     name = "lean"
@@ -84,23 +99,15 @@ class _Lean:
         import itk.vnl_matrixPython as vnl
 
         self._vnl = vnl
-        self._base, self._params, self._reg = base, params, reg
+        self._reg = reg
         self._matrix, self._buffer, self._tfx = matrix, buffer, tfx
         for d in (2, 3):  # fail now (and fall back) if this build names its classes differently
             for mod, name in ((reg, f"itkElastixRegistrationMethodIF{d}IF{d}"), (tfx, f"itkTransformixFilterIF{d}"),
                               (buffer, f"itkPyBufferIF{d}"), (buffer, f"itkPyBufferIVF{d}{d}"),
                               (matrix, f"itkMatrixD{d}{d}")):
                 getattr(mod, name)
-        for obj, name in ((base.itkMultiThreaderBase, "SetGlobalDefaultNumberOfThreads"),
-                          (params.elastixParameterObject, "New")):
-            getattr(obj, name)
-
-    def set_threads(self, n: int) -> None:
-        self._base.itkMultiThreaderBase.SetGlobalDefaultNumberOfThreads(n)
-        self._base.itkMultiThreaderBase.SetGlobalMaximumNumberOfThreads(n)
-
-    def parameter_object(self):
-        return self._params.elastixParameterObject.New()
+        self._threader = base.itkMultiThreaderBase
+        self._parameter_class = params.elastixParameterObject
 
     def image(self, arr: np.ndarray, spacing, origin, direction: np.ndarray):
         d = arr.ndim
@@ -141,7 +148,7 @@ class _Lean:
         return np.asarray(view).view(np.float32).reshape(*size[::-1], d).copy()
 
 
-class _Full:
+class _Full(_Binding):
     """The same calls through the full itk package (its lazy loader imports every dependency)."""
 
     name = "full"
@@ -157,13 +164,8 @@ class _Full:
                 f"Disc registration (elastix) needs itk-elastix; this itk has no {exc}. "
                 "Install it with: pip install itk-elastix"
             ) from exc
-
-    def set_threads(self, n: int) -> None:
-        self._itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(n)
-        self._itk.MultiThreaderBase.SetGlobalMaximumNumberOfThreads(n)
-
-    def parameter_object(self):
-        return self._itk.ParameterObject.New()
+        self._threader = self._itk.MultiThreaderBase
+        self._parameter_class = self._itk.ParameterObject
 
     def image(self, arr: np.ndarray, spacing, origin, direction: np.ndarray):
         itk = self._itk
