@@ -76,7 +76,7 @@ def score(samples, logits: np.ndarray, temperature: float) -> dict:
 
 def evaluate_candidate(files: list[str], logits_by_file: dict, samples) -> dict:
     """Validation score of one network (its own temperature) or an ensemble (one temperature fitted here)."""
-    lg = np.concatenate([logits_by_file[f] for f in files])
+    lg = np.concatenate([logits_by_file[os.path.realpath(f)] for f in files])
     if len(files) == 1:
         temperature = load_model(files[0]).temperature
     else:
@@ -112,11 +112,14 @@ def main(argv=None) -> int:
     samples, images = load_samples(args.data)
     val = [s for s in samples if s.patient in set(split["val"])]
 
-    # (1, variants, discs, 5) logits of each distinct file, computed once
-    logits_by_file = {f: member_logits(load_model(f), val, images) for f in dict.fromkeys(baseline + args.members)}
+    # each distinct file (however spelled), with its (1, variants, discs, 5) logits computed once
+    distinct: dict[str, str] = {}
+    for f in baseline + args.members:
+        distinct.setdefault(os.path.realpath(f), f)
+    logits_by_file = {real: member_logits(load_model(f), val, images) for real, f in distinct.items()}
     res = {"baseline": evaluate_candidate(baseline, logits_by_file, val),
            "candidate": evaluate_candidate(args.members, logits_by_file, val),
-           "members_alone": [evaluate_candidate([f], logits_by_file, val) for f in dict.fromkeys(baseline + args.members)]}
+           "members_alone": [evaluate_candidate([f], logits_by_file, val) for f in distinct.values()]}
     res["chosen"] = "candidate" if res["candidate"]["score"] > res["baseline"]["score"] else "baseline"
     res["sha256"] = {f: sha256_of(f) for f in args.members}
     text = json.dumps(res, indent=1)
