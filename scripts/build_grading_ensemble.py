@@ -1,18 +1,21 @@
 #!/usr/bin/env python
-"""Decide, on the validation patients only, whether an ensemble of grading networks beats the single model.
+"""Decide, on the validation patients only, whether a candidate ensemble of grading networks beats the baseline.
 
     python scripts/build_grading_ensemble.py --data ../shared/data/pfirrmann_sudirman \\
-        --single Resources/Models/pfirrmann_grading.pt \\
-        --members Resources/Models/pfirrmann_grading.pt runs/seed1/pfirrmann_grading_seed1.pt
+        --baseline-members Resources/Models/pfirrmann_grading.pt Resources/Models/pfirrmann_grading_seed1.pt \\
+        --members Resources/Models/pfirrmann_grading.pt Resources/Models/pfirrmann_grading_seed1.pt \\
+                  runs/seed2/pfirrmann_grading_seed2.pt runs/seed3/pfirrmann_grading_seed3.pt
 
-Both candidates are scored on the validation patients of ``Resources/Models/pfirrmann_split.json`` with the
-rule that picks the epoch in ``train_grading.py``: (balanced accuracy + quadratic kappa) / 2 of the
-predictions with test-time augmentation, one prediction per disc (probabilities averaged over a patient's
-images, as ``evaluate_grading.py`` does). The single model uses the temperature stored in its file (fitted
-on the same validation patients); the ensemble (mean of the members' probabilities over members and TTA
-variants) gets one temperature on all members' logits, fitted here on the validation patients with the
-same grid search as ``train_grading.py``. The ensemble is chosen only if its score is higher. The test split
-is never read. Prints the decision, the ensemble temperature and the members' SHA-256 to paste into
+The baseline (``--baseline-members``, one file or several; default: the shipped, SHA-256-checked members of
+``MODEL_FILES``; ``--single FILE`` is the same option) and the candidate (``--members``) are scored on the
+validation patients of ``Resources/Models/pfirrmann_split.json`` with the rule that picks the epoch in
+``train_grading.py``: (balanced accuracy + quadratic kappa) / 2 of the predictions with test-time
+augmentation, one prediction per disc (probabilities averaged over a patient's images, as
+``evaluate_grading.py`` does). A single network uses the temperature stored in its file (fitted on the same
+validation patients); an ensemble (mean of the members' probabilities over members and TTA variants) gets
+one temperature on all members' logits, fitted here on the validation patients with the same grid search
+as ``train_grading.py``. The candidate is chosen only if its score is strictly higher. The test split is
+never read. Prints the decision, the candidate's temperature and its members' SHA-256 to paste into
 ``DiscAnalysisLib/grading/predict.py`` (``MODEL_FILES``, ``ENSEMBLE_TEMPERATURE``); ``--json`` keeps the numbers.
 """
 
@@ -71,12 +74,32 @@ def score(samples, logits: np.ndarray, temperature: float) -> dict:
             "confusion": metrics.confusion(y, pred).tolist()}
 
 
+def evaluate_candidate(files: list[str], logits_by_file: dict, samples) -> dict:
+    """Validation score of one network (its own temperature) or an ensemble (one temperature fitted here)."""
+    lg = np.concatenate([logits_by_file[os.path.realpath(f)] for f in files])
+    if len(files) == 1:
+        temperature = load_model(files[0]).temperature
+    else:
+        m, v, n, k = lg.shape
+        temperature = _fit_temperature()(lg.reshape(m * v, n, k), np.array([s.grade - 1 for s in samples]))
+    return {"files": list(files), **score(samples, lg, temperature)}
+
+
+def shipped_files() -> list[str]:
+    """The shipped members of ``MODEL_FILES``, SHA-256-checked."""
+    from DiscAnalysisLib.grading.predict import MODEL_FILES
+    from DiscAnalysisLib.resources import verified_path
+
+    return [str(verified_path(f, sha)) for f, sha in MODEL_FILES]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(Path(os.environ.get("DISCANALYSIS_DATA", REPO.parent / "shared" / "data")) / "pfirrmann_sudirman"))
     ap.add_argument("--split", default=str(REPO / "Resources" / "Models" / "pfirrmann_split.json"))
-    ap.add_argument("--single", default=str(REPO / "Resources" / "Models" / "pfirrmann_grading.pt"))
-    ap.add_argument("--members", nargs="+", required=True)
+    ap.add_argument("--baseline-members", "--single", dest="baseline", nargs="+", default=None, metavar="FILE",
+                    help="weights file(s) of the baseline (default: the shipped members of MODEL_FILES)")
+    ap.add_argument("--members", nargs="+", required=True, metavar="FILE", help="weights files of the candidate")
     ap.add_argument("--json", default=None)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -84,30 +107,29 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    baseline = args.baseline or shipped_files()
     split = json.loads(Path(args.split).read_text())
     samples, images = load_samples(args.data)
     val = [s for s in samples if s.patient in set(split["val"])]
 
-    single = load_model(args.single)
-    ens = load_model(args.members)
-    lg_single = member_logits(single, val, images)
-    lg_ens = member_logits(ens, val, images)
-    y_img = np.array([s.grade - 1 for s in val])
-    m, v, n, k = lg_ens.shape
-    t_ens = _fit_temperature()(lg_ens.reshape(m * v, n, k), y_img)
-
-    res = {"single": {"file": args.single, **score(val, lg_single, single.temperature)},
-           "ensemble": {"files": args.members, **score(val, lg_ens, t_ens)},
-           "members_alone": [{"file": f, **score(val, lg_ens[i : i + 1], load_model(f).temperature)}
-                             for i, f in enumerate(args.members)]}
-    res["chosen"] = "ensemble" if res["ensemble"]["score"] > res["single"]["score"] else "single"
+    # each distinct file (however spelled), with its (1, variants, discs, 5) logits computed once
+    distinct: dict[str, str] = {}
+    for f in baseline + args.members:
+        distinct.setdefault(os.path.realpath(f), f)
+    logits_by_file = {real: member_logits(load_model(f), val, images) for real, f in distinct.items()}
+    res = {"baseline": evaluate_candidate(baseline, logits_by_file, val),
+           "candidate": evaluate_candidate(args.members, logits_by_file, val),
+           "members_alone": [evaluate_candidate([f], logits_by_file, val) for f in distinct.values()]}
+    res["chosen"] = "candidate" if res["candidate"]["score"] > res["baseline"]["score"] else "baseline"
     res["sha256"] = {f: sha256_of(f) for f in args.members}
     text = json.dumps(res, indent=1)
     if args.json:
         Path(args.json).write_text(text + "\n")
     print(text)
-    print(f"validation score (BA + QWK) / 2 with TTA: single {res['single']['score']:.3f}, "
-          f"ensemble {res['ensemble']['score']:.3f} (temperature {t_ens:.3f}) -> {res['chosen']}")
+    b, c = res["baseline"], res["candidate"]
+    print(f"validation score (BA + QWK) / 2 with TTA: baseline ({len(b['files'])} member(s)) {b['score']:.3f} "
+          f"(temperature {b['temperature']:.3f}), candidate ({len(c['files'])} member(s)) {c['score']:.3f} "
+          f"(temperature {c['temperature']:.3f}) -> {res['chosen']}")
     return 0
 
 

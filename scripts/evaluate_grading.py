@@ -101,7 +101,8 @@ def paired_comparisons(files, samples, images, patients, keys, y, probs, groups,
     out = []
     pred = probs.argmax(1) + 1
     for f in files:
-        k2, y2, p2 = predict_split(load_model(f), samples, images, patients, tta=True)
+        other = load_model() if f == "shipped" else load_model(f)
+        k2, y2, p2 = predict_split(other, samples, images, patients, tta=True)
         assert k2 == keys and np.array_equal(y2, y)
         pred2 = p2.argmax(1) + 1
         m2 = metrics.all_metrics(y, pred2, p2)
@@ -208,8 +209,9 @@ def main(argv=None) -> int:
     ap.add_argument("--temperature", type=float, default=None,
                     help="common temperature of an ensemble given with --weights (see build_grading_ensemble.py)")
     ap.add_argument("--compare-weights", nargs="+", default=(), metavar="FILE",
-                    help="other single weights files scored on the same discs (with TTA): each one's metrics and the "
-                         "paired patient-bootstrap difference (evaluated model minus it) of the main metrics")
+                    help="other single weights files, or 'shipped' (the shipped, SHA-256-checked model or ensemble with "
+                         "its temperature), scored on the same discs (with TTA): each one's metrics and the paired "
+                         "patient-bootstrap difference (evaluated model minus it) of the main metrics")
     ap.add_argument("--split", default=str(REPO / "Resources" / "Models" / "pfirrmann_split.json"))
     ap.add_argument("--subset", default="test", choices=("test", "val"))
     ap.add_argument("--n-boot", type=int, default=2000)
