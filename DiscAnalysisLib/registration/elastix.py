@@ -101,11 +101,18 @@ class _Lean(_Binding):
         self._vnl = vnl
         self._reg = reg
         self._matrix, self._buffer, self._tfx = matrix, buffer, tfx
-        for d in (2, 3):  # fail now (and fall back) if this build names its classes differently
-            for mod, name in ((reg, f"itkElastixRegistrationMethodIF{d}IF{d}"), (tfx, f"itkTransformixFilterIF{d}"),
-                              (buffer, f"itkPyBufferIF{d}"), (buffer, f"itkPyBufferIVF{d}{d}"),
-                              (matrix, f"itkMatrixD{d}{d}")):
-                getattr(mod, name)
+        # fail now (and fall back to the full package) if this build names its classes or methods differently
+        needed = [(sys.modules["itk.itkImagePython"].itkImageF2, "_SetBase"), (vnl, "vnl_matrixD")]
+        for d in (2, 3):
+            needed += [(reg, f"itkElastixRegistrationMethodIF{d}IF{d}"), (tfx, f"itkTransformixFilterIF{d}"),
+                       (buffer, f"itkPyBufferIF{d}"), (buffer, f"itkPyBufferIVF{d}{d}"), (matrix, f"itkMatrixD{d}{d}")]
+        for obj, name in needed:
+            getattr(obj, name)
+        for d in (2, 3):  # the low-level calls used below
+            for obj, name in ((getattr(buffer, f"itkPyBufferIF{d}"), "_GetImageViewFromArray"),
+                              (getattr(buffer, f"itkPyBufferIVF{d}{d}"), "_GetArrayViewFromImage"),
+                              (getattr(reg, f"itkElastixRegistrationMethodIF{d}IF{d}"), "SetLogToConsole")):
+                getattr(obj, name)
         self._threader = base.itkMultiThreaderBase
         self._parameter_class = params.elastixParameterObject
 
