@@ -35,7 +35,13 @@ from DiscAnalysisLib import levels as lv  # noqa: E402
 from DiscAnalysisLib.image_io import read_image  # noqa: E402
 from DiscAnalysisLib.progress import Progress  # noqa: E402
 from DiscAnalysisLib.segmentation import api, network  # noqa: E402
-from DiscAnalysisLib.segmentation.postprocess import PostprocessSettings, argmax_classes, assign_levels, find_discs  # noqa: E402
+from DiscAnalysisLib.segmentation.postprocess import (  # noqa: E402
+    LEVEL_DOUBT_FLAG,
+    PostprocessSettings,
+    argmax_classes,
+    assign_levels,
+    find_discs,
+)
 from DiscAnalysisLib.segmentation.preprocess import from_canonical  # noqa: E402
 
 REMNANT_FLAG = "small_disc_below_L5-S1_ignored"
@@ -100,6 +106,10 @@ def main() -> None:
         print(f"{split}: {n} images; all five levels right {ok} ({100 * ok / n:.1f} %) shipped, {ok_off} "
               f"({100 * ok_off / n:.1f} %) without the remnant rule; the rule fired on {len(fired)}: right with it "
               f"{sum(res[k][0][0] for k in fired)}, right without it {sum(res[k][1] for k in fired)}")
+        doubt = [k for k, r in res.items() if LEVEL_DOUBT_FLAG in r[0][1]]
+        wrong = [k for k, r in res.items() if not r[0][0]]
+        print(f"  naming-doubt flag on {len(doubt)} images, {sum(not res[k][0][0] for k in doubt)} of them misnamed; "
+              f"it marks {sum(k in set(doubt) for k in wrong)} of the {len(wrong)} misnamed images")
         for k, ((good, flags), _) in sorted(res.items()):
             if not good:
                 print(f"  wrong: {k}  flags {','.join(flags)}")

@@ -53,10 +53,12 @@ def run(args: argparse.Namespace) -> int:
                 "pass the labelmap made for this image or resample it onto the image."
             )
         labels.CopyInformation(image)  # same grid; a PNG label image has no geometry of its own
+        seg_flags: tuple[str, ...] = ()
     else:
-        labels = _segment(image, args)
+        labels, seg_flags = _segment(image, args)
     with progress_callback(args, "grade") as cb:
         results = grade_discs(image, labels, GradingSettings(tta=not args.no_tta), progress=cb)
+    results = _with_naming_doubt(results, seg_flags)
     rows = [r.to_row() for r in results]
     write_csv(rows, args.out)
     for r in results:
@@ -93,4 +95,18 @@ def _segment(image, args):
 
     with progress_callback(args, "segment") as cb:
         seg = segment_image(image, progress=cb)
-    return seg.labels
+    return seg.labels, tuple(seg.flags)
+
+
+def _with_naming_doubt(results, seg_flags):
+    """Add a QC note to every graded disc when the segmentation doubts its level names (a grade is right for
+    its disc, but the disc may carry the neighbouring level's name)."""
+    import dataclasses
+
+    from ..segmentation.postprocess import LEVEL_DOUBT_FLAG
+
+    if LEVEL_DOUBT_FLAG not in seg_flags:
+        return results
+    note = ("level names uncertain: a disc below L5-S1 was taken for the sacral remnant; if it is the real "
+            "L5-S1, every name is one level too low (check the segmentation)")
+    return [dataclasses.replace(r, qc=(*r.qc, note)) if r.graded else r for r in results]

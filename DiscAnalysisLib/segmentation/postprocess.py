@@ -25,6 +25,10 @@ from scipy import ndimage as ndi
 from .. import levels as lv
 from .network import DISC, VERTEBRA
 
+#: Image flag: a disc-like structure below the kept L5-S1 was dropped as the sacral remnant but was large and deep
+#: enough to be a thin, degenerated L5-S1; check the level names (they may all be one level too low).
+LEVEL_DOUBT_FLAG = "level_naming_uncertain:disc_below_L5-S1_dropped"
+
 
 @dataclass(frozen=True)
 class PostprocessSettings:
@@ -79,6 +83,13 @@ class PostprocessSettings:
     #: held-out ones (docs/validation.md).
     uncertain_size_fraction: float = 0.75
     uncertain_confidence: float = 0.88
+    #: A dropped bottom candidate at least this large (fraction of the median disc) AND this deep (fraction of
+    #: the median depth) may have been a thin, degenerated L5-S1 rather than the remnant: every level name is
+    #: then possibly one too low, and the flag ``level_naming_uncertain:disc_below_L5-S1_dropped`` says so.
+    #: Chosen on the pfirrmann_sudirman weak-label (training) patients as the fewest flags that catch >= 75 %
+    #: of the misnamed images where the rule fired (docs/validation.md, Issue 4, session 3).
+    remnant_doubt_size_fraction: float = 0.45
+    remnant_doubt_depth_fraction: float = 0.65
     #: Fraction of vertebral-body voxels expected just above/below a disc (see assign_levels).
     min_bone_support: float = 0.2
     #: A disc-to-disc distance above this multiple of the median distance means a disc was not found there:
@@ -424,6 +435,10 @@ def assign_levels(
             discs = discs[:-1]
             if "small_disc_below_L5-S1_ignored" not in flags:
                 flags.append("small_disc_below_L5-S1_ignored")
+                # only the lowest candidate is judged (the one the thresholds were chosen on)
+                if (low.size >= settings.remnant_doubt_size_fraction * med_size
+                        and low.depth_mm >= settings.remnant_doubt_depth_fraction * med_depth):
+                    flags.append(LEVEL_DOUBT_FLAG)
         else:
             break
     # Bright structures below the column (bowel, bladder, pelvic vessels) can look like a disc. A disc sits

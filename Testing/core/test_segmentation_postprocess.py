@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from DiscAnalysisLib import levels as lv
-from DiscAnalysisLib.segmentation.postprocess import PostprocessSettings, assign_levels
+from DiscAnalysisLib.segmentation.postprocess import LEVEL_DOUBT_FLAG, PostprocessSettings, assign_levels
 
 
 def spine(n_discs=6, sacrum=True, n_slices=5, rows=260, cols=120, disc_h=8, body_h=26, top=10, ap=(30, 70)):
@@ -127,6 +127,20 @@ def test_rudimentary_sacral_disc_is_not_taken_for_l5s1():
     y0, y1 = disc_rows[-1]
     assert set(np.unique(labels[:, y0:y1, 40:60])) == {lv.DISC_LABELS["L5-S1"]}
     assert "small_disc_below_L5-S1_ignored" in flags and r["L1-L2"].found
+    assert LEVEL_DOUBT_FLAG not in flags  # small and short: a remnant, no doubt raised
+
+
+def test_dropped_candidate_large_enough_to_be_a_thin_l5s1_raises_the_naming_doubt_flag():
+    cls, disc_rows = spine(n_discs=5, sacrum=True)
+    y = disc_rows[-1][1] + 15
+    cls[:, y : y + 5, 35:65] = 1  # 0.47 of the median disc's area, 0.75 of its depth: dropped, but could be L5-S1
+    labels, rows, flags = assign_levels(probs_of(cls), (1.0, 1.0, 1.0))
+    y0, y1 = disc_rows[-1]
+    assert set(np.unique(labels[:, y0:y1, 40:60])) == {lv.DISC_LABELS["L5-S1"]}  # the rule itself is unchanged
+    assert "small_disc_below_L5-S1_ignored" in flags and LEVEL_DOUBT_FLAG in flags
+    # without the doubt thresholds the same image carries no doubt flag
+    quiet = PostprocessSettings(remnant_doubt_size_fraction=2.0)
+    assert LEVEL_DOUBT_FLAG not in assign_levels(probs_of(cls), (1.0, 1.0, 1.0), quiet)[2]
 
 
 def test_lateral_blob_off_the_midline_is_not_a_disc():

@@ -106,3 +106,33 @@ def test_demo_step_grades_a_phantom_like_context(tmp_path):
     lines = grading_demo_step(ctx, Progress.wrap(None))
     assert ctx.paths["grades"].is_file()
     assert any("L3-L4: grade" in line for line in lines) and any("L1-L2: not graded" in line for line in lines)
+
+
+@pytest.mark.parametrize("doubt", [True, False])
+def test_grade_cli_carries_the_segmentations_level_naming_doubt_into_qc(tmp_path, monkeypatch, doubt):
+    import types
+
+    import SimpleITK as sitk
+
+    import DiscAnalysisLib.segmentation as segmentation
+    from DiscAnalysisLib.image_io import read_image
+    from DiscAnalysisLib.segmentation.postprocess import LEVEL_DOUBT_FLAG
+
+    png, lab_png = _write_pngs(tmp_path, "L")
+
+    def fake_segment(image, progress=None, **_):
+        labels = read_image(lab_png)
+        out = sitk.Cast(labels, sitk.sitkUInt8)
+        out.CopyInformation(image)
+        flags = ("small_disc_below_L5-S1_ignored", LEVEL_DOUBT_FLAG) if doubt else ("small_disc_below_L5-S1_ignored",)
+        return types.SimpleNamespace(labels=out, flags=flags)
+
+    monkeypatch.setattr(segmentation, "segment_image", fake_segment)
+    out = tmp_path / "g.csv"
+    assert main(["--progress", "none", "grade", str(png), "--out", str(out), "--no-tta"]) == 0
+    rows = {r["level"]: r for r in csv.DictReader(open(out))}
+    graded = [r for r in rows.values() if r["status"] == "graded"]
+    assert {r["level"] for r in graded} == {"L3-L4", "L4-L5", "L5-S1"}
+    for r in rows.values():
+        has_note = "level names uncertain" in r["qc"]
+        assert has_note == (doubt and r["status"] == "graded"), (r["level"], r["qc"])
