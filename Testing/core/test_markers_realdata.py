@@ -1,19 +1,15 @@
 """Agreement with radiospineomics on its 4 sample slices (real data; skipped when absent)."""
 
-import importlib.util
 
 import pytest
 
-from conftest import REPO_ROOT, shared_data
+from conftest import load_script, shared_data
 
 pytestmark = pytest.mark.realdata
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("compare_radiospineomics", REPO_ROOT / "scripts" / "compare_radiospineomics.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/compare_radiospineomics.py")
 
 
 @pytest.fixture(scope="module")

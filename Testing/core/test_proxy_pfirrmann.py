@@ -1,19 +1,15 @@
 """The Pfirrmann proxy script's fallback masks and minimal markers (synthetic), and a real-data smoke run."""
 
-import importlib.util
 
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, shared_data
+from conftest import load_script, shared_data
 
 
 @pytest.fixture(scope="module")
 def proxy():
-    spec = importlib.util.spec_from_file_location("proxy_pfirrmann", REPO_ROOT / "scripts" / "proxy_pfirrmann_classifier.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/proxy_pfirrmann_classifier.py", "proxy_pfirrmann")
 
 
 def test_boxes_bottom_up_merge_an_overlapping_bulge_box(proxy):

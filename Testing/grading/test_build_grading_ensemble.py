@@ -1,23 +1,16 @@
 """The validation scoring of scripts/build_grading_ensemble.py (synthetic logits of known truth)."""
 
-import importlib.util
-import sys
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def build():
-    name = "build_grading_ensemble"
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/build_grading_ensemble.py")
 
 
 def _samples(grades):

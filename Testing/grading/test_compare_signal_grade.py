@@ -1,23 +1,16 @@
 """The CSF reference rule of scripts/compare_signal_grade.py (synthetic labelmap of known geometry)."""
 
-import importlib.util
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import load_script
 from DiscAnalysisLib.levels import CSF_LABEL, DISC_LABELS, VERTEBRA_LABELS
 
 
 @pytest.fixture(scope="module")
 def compare():
-    name = "compare_signal_grade"
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/compare_signal_grade.py")
 
 
 def _column():

@@ -5,23 +5,19 @@ from __future__ import annotations
 
 import ast
 import csv
-import importlib.util
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, load_script
 
 SCRIPT = REPO_ROOT / "Examples" / "slicer_batch_process_folder.py"
 
 
 @pytest.fixture(scope="module")
 def batch():
-    spec = importlib.util.spec_from_file_location("slicer_batch_process_folder", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "slicer_batch_process_folder")
 
 
 def _dicom(path):
