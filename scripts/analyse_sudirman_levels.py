@@ -72,7 +72,8 @@ def probabilities(cache: Path | None) -> dict:
 def right_levels(entry: dict, pp: PostprocessSettings) -> tuple[bool, list[str]]:
     labels_c, _, flags = assign_levels(entry["probs"].astype(np.float32), entry["stack"].spacing_mm, pp)
     pred = from_canonical(entry["stack"], labels_c).squeeze()
-    centres = [(n, ndi.center_of_mass(pred == lv.DISC_LABELS[n])) for n in lv.DISCS if (pred == lv.DISC_LABELS[n]).any()]
+    masks = {n: pred == lv.DISC_LABELS[n] for n in lv.DISCS}
+    centres = [(n, ndi.center_of_mass(m)) for n, m in masks.items() if m.any()]
     ok = True
     for name, (r0, r1, c0, c1) in zip(lv.DISCS, entry["boxes"][-5:], strict=True):
         inside = [n for n, (r, c) in centres if r0 <= r <= r1 and c0 <= c <= c1]

@@ -59,8 +59,7 @@ def align(ref1, nat):
         off = (c_ref - c_nat).mean(0)
         for step in (1.0, 0.5, 0.25):
             for _ in range(6):
-                cands = [off + np.array(d) * step for d in np.ndindex(3, 3, 3)]
-                cands = [c - step for c in cands]
+                cands = [off + (np.array(d) - 1) * step for d in np.ndindex(3, 3, 3)]
                 scores = [agreement(ref1, nat, c, flip) for c in cands]
                 new = cands[int(np.argmax(scores))]
                 if np.allclose(new, off):
@@ -76,34 +75,40 @@ def dice(a, b):
     return 2 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1)
 
 
-folds = sys.argv[1] if len(sys.argv) > 1 else str(REPO / 'runs' / 'cont')
-allrows = []
-for s in sd.SUBJECTS_3D:
-    img, lab = sd.load_3d_subject(s)
-    ref1 = sitk.GetArrayFromImage(lab).astype(np.uint8)  # 1..5 from L5-S1
-    nat = sitk.GetArrayFromImage(sitk.ReadImage(str(NAT / f'{s}_discs.nrrd'))).astype(np.uint8)
-    sc, off, flip = align(ref1, nat)
-    w = f'{folds}/fold{s}/weights.pt'
-    res = segment_image(img, SegmentationSettings(weights_path=w, weights_sha256=sha256_of(w)))
-    pred_raw = sitk.GetArrayFromImage(res.labels)
-    pts = native_points(nat.shape, off, flip)
-    ps = sample(pred_raw, pts)
-    rs = sample(ref1, pts)
-    # slab majority: the 1 mm slices within +-2.2 mm of the native slice centre
-    row = []
-    for v, name in zip(range(1, 6), ['L5-S1', 'L4-L5', 'L3-L4', 'L2-L3', 'L1-L2'], strict=True):
-        code = lv.DISC_LABELS[name]
-        votes = np.zeros(nat.shape, float)
-        n = 0
+def main() -> None:
+    folds = sys.argv[1] if len(sys.argv) > 1 else str(REPO / 'runs' / 'cont')
+    allrows = []
+    for s in sd.SUBJECTS_3D:
+        img, lab = sd.load_3d_subject(s)
+        ref1 = sitk.GetArrayFromImage(lab).astype(np.uint8)  # 1..5 from L5-S1
+        nat = sitk.GetArrayFromImage(sitk.ReadImage(str(NAT / f'{s}_discs.nrrd'))).astype(np.uint8)
+        sc, off, flip = align(ref1, nat)
+        w = f'{folds}/fold{s}/weights.pt'
+        res = segment_image(img, SegmentationSettings(weights_path=w, weights_sha256=sha256_of(w)))
+        pred = sitk.GetArrayFromImage(res.labels)
+        pts = native_points(nat.shape, off, flip)
+        # the prediction at the native slice centres, and at the 1 mm slices within +-2 mm of them (slab vote)
+        shifted = []
         for dk in (-2, -1, 0, 1, 2):
             p2 = pts.copy()
             p2[..., 0] += dk
-            votes += sample(pred_raw, p2) == code
-            n += 1
-        row.append((name, dice(ps == code, nat == v), dice(votes / n >= 0.5, nat == v), dice(rs == v, nat == v)))
-    allrows += [(s,) + r for r in row]
-    print(s, f'align agreement {sc:.3f} offset {np.round(off, 2)} flip {flip}', ' '.join(f'{r[0]} {r[1]:.3f}/{r[2]:.3f} (ref {r[3]:.3f})' for r in row), flush=True)
-a = np.array([r[2:] for r in allrows], float)
-m = a.mean(0)
-print(f'mean over {len(a)} discs: prediction at native slice centres {m[0]:.3f}, slab majority {m[1]:.3f}, '
-      f'1 mm reference resampled back {m[2]:.3f}')
+            shifted.append(sample(pred, p2))
+        centre = shifted[2]
+        nat_l = lv.convert_labels(nat.astype(int), 'from_l5s1')
+        ref_l = lv.convert_labels(sample(ref1, pts).astype(int), 'from_l5s1')
+        row = []
+        for name in lv.DISCS:
+            code = lv.DISC_LABELS[name]
+            truth = nat_l == code
+            votes = np.mean([x == code for x in shifted], axis=0)
+            row.append((name, dice(centre == code, truth), dice(votes >= 0.5, truth), dice(ref_l == code, truth)))
+        allrows += [(s,) + r for r in row]
+        print(s, f'align agreement {sc:.3f} offset {np.round(off, 2)} flip {flip}',
+              ' '.join(f'{r[0]} {r[1]:.3f}/{r[2]:.3f} (ref {r[3]:.3f})' for r in row), flush=True)
+    m = np.array([r[2:] for r in allrows], float).mean(0)
+    print(f'mean over {len(allrows)} discs: prediction at native slice centres {m[0]:.3f}, slab majority {m[1]:.3f}, '
+          f'1 mm reference resampled back {m[2]:.3f}')
+
+
+if __name__ == '__main__':
+    main()

@@ -9,6 +9,7 @@ QC; levels that could not be graded have ``status = not graded`` and a reason.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 
 def add_parser(sub) -> None:
@@ -101,8 +102,6 @@ def _segment(image, args):
 def _with_naming_doubt(results, seg_flags):
     """Add a QC note to every graded disc when the segmentation doubts its level names (a grade is right for
     its disc, but the disc may carry the neighbouring level's name)."""
-    import dataclasses
-
     from ..segmentation.postprocess import LEVEL_DOUBT_FLAG
 
     if LEVEL_DOUBT_FLAG not in seg_flags:

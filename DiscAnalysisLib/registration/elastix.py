@@ -98,41 +98,43 @@ class _Lean(_Binding):
         import itk.itkTransformixFilterPython as tfx
         import itk.vnl_matrixPython as vnl
 
-        self._vnl = vnl
-        self._reg = reg
-        self._matrix, self._buffer, self._tfx = matrix, buffer, tfx
-        # fail now (and fall back to the full package) if this build names its classes or methods differently
-        needed = [(sys.modules["itk.itkImagePython"].itkImageF2, "_SetBase"), (vnl, "vnl_matrixD")]
-        for d in (2, 3):
-            needed += [(reg, f"itkElastixRegistrationMethodIF{d}IF{d}"), (tfx, f"itkTransformixFilterIF{d}"),
-                       (buffer, f"itkPyBufferIF{d}"), (buffer, f"itkPyBufferIVF{d}{d}"), (matrix, f"itkMatrixD{d}{d}")]
-        for obj, name in needed:
+        # the classes and low-level methods used below, resolved once: fail now (and fall back to the full
+        # package) if this build names them differently
+        self._vnl_matrix = vnl.vnl_matrixD
+        self._classes = {
+            d: {
+                "registration": getattr(reg, f"itkElastixRegistrationMethodIF{d}IF{d}"),
+                "transformix": getattr(tfx, f"itkTransformixFilterIF{d}"),
+                "image_view": getattr(buffer, f"itkPyBufferIF{d}")._GetImageViewFromArray,
+                "field_view": getattr(buffer, f"itkPyBufferIVF{d}{d}")._GetArrayViewFromImage,
+                "matrix": getattr(matrix, f"itkMatrixD{d}{d}"),
+            }
+            for d in (2, 3)
+        }
+        for obj, name in ((sys.modules["itk.itkImagePython"].itkImageF2, "_SetBase"),
+                          (self._classes[2]["registration"], "SetLogToConsole"),
+                          (self._classes[2]["transformix"], "SetComputeDeformationField")):
             getattr(obj, name)
-        for d in (2, 3):  # the low-level calls used below
-            for obj, name in ((getattr(buffer, f"itkPyBufferIF{d}"), "_GetImageViewFromArray"),
-                              (getattr(buffer, f"itkPyBufferIVF{d}{d}"), "_GetArrayViewFromImage"),
-                              (getattr(reg, f"itkElastixRegistrationMethodIF{d}IF{d}"), "SetLogToConsole")):
-                getattr(obj, name)
         self._threader = base.itkMultiThreaderBase
         self._parameter_class = params.elastixParameterObject
 
     def image(self, arr: np.ndarray, spacing, origin, direction: np.ndarray):
         d = arr.ndim
         arr = np.ascontiguousarray(arr, dtype=np.float32)
-        img = getattr(self._buffer, f"itkPyBufferIF{d}")._GetImageViewFromArray(arr, arr.shape[::-1], 1)
+        img = self._classes[d]["image_view"](arr, arr.shape[::-1], 1)
         img._SetBase(arr)  # the image is a view: keep the buffer alive with it
         img.SetSpacing([float(v) for v in spacing])
         img.SetOrigin([float(v) for v in origin])
-        vnl = self._vnl.vnl_matrixD(d, d)
+        vnl = self._vnl_matrix(d, d)
         for r in range(d):
             for c in range(d):
                 vnl.put(r, c, float(direction[r, c]))
-        img.SetDirection(getattr(self._matrix, f"itkMatrixD{d}{d}")(vnl))
+        img.SetDirection(self._classes[d]["matrix"](vnl))
         return img
 
     def register(self, fixed, moving, po):
         d = fixed.GetImageDimension()
-        f = getattr(self._reg, f"itkElastixRegistrationMethodIF{d}IF{d}").New()
+        f = self._classes[d]["registration"].New()
         f.SetFixedImage(fixed)
         f.SetMovingImage(moving)
         f.SetParameterObject(po)
@@ -142,7 +144,7 @@ class _Lean(_Binding):
 
     def deformation_field(self, moving, tp, output_directory: str) -> np.ndarray:
         d = moving.GetImageDimension()
-        t = getattr(self._tfx, f"itkTransformixFilterIF{d}").New()
+        t = self._classes[d]["transformix"].New()
         t.SetMovingImage(moving)
         t.SetTransformParameterObject(tp)
         t.SetLogToConsole(False)
@@ -151,7 +153,7 @@ class _Lean(_Binding):
         t.UpdateLargestPossibleRegion()
         field = t.GetOutputDeformationField()
         size = [int(v) for v in field.GetBufferedRegion().GetSize()]
-        view = getattr(self._buffer, f"itkPyBufferIVF{d}{d}")._GetArrayViewFromImage(field)
+        view = self._classes[d]["field_view"](field)
         return np.asarray(view).view(np.float32).reshape(*size[::-1], d).copy()
 
 
