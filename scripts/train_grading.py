@@ -16,6 +16,14 @@ intensity augmentation; focal loss with inverse-class-frequency weights and gamm
 stronger-baseline paper) plus a small ordinal (squared EMD) term; AdamW with a one-cycle cosine schedule;
 the epoch with the best validation (balanced accuracy + quadratic kappa) / 2 is kept; a temperature is
 fitted on the validation logits (with test-time augmentation) so that the reported confidence is calibrated.
+
+Cross-fitting (session 4): ``--cv-folds 5 --fold i`` trains on the non-test patients (train + val of the
+split) minus fold i (:func:`~DiscAnalysisLib.grading.sudirman.patient_folds`) and predicts fold i, which it
+never saw. No epoch is selected on fold i (the last epoch is kept, so its predictions are honest
+out-of-fold predictions); ``--swa-fraction F`` also writes ``<out stem>_swa.pt``, the mean of the weights at
+the end of the last F of the epochs with batch-norm statistics recomputed on training crops. The fold's
+logits (with TTA) of both are written to ``<out stem>_oof.npz`` for scripts/crossfit_grading.py. The test
+patients are never used.
 """
 
 from __future__ import annotations
@@ -37,7 +45,12 @@ from DiscAnalysisLib.grading import metrics  # noqa: E402
 from DiscAnalysisLib.grading.augment import TTA_VARIANTS, random_crop  # noqa: E402
 from DiscAnalysisLib.grading.crop import CROP_SIZE, FOV_FACTOR, extract_crop  # noqa: E402
 from DiscAnalysisLib.grading.model import CHANNELS, build_model, focal_loss, ordinal_emd_loss  # noqa: E402
-from DiscAnalysisLib.grading.sudirman import crop_width, load_samples, stratified_patient_split  # noqa: E402
+from DiscAnalysisLib.grading.sudirman import (  # noqa: E402
+    crop_width,
+    load_samples,
+    patient_folds,
+    stratified_patient_split,
+)
 
 log = logging.getLogger("train_grading")
 
@@ -95,7 +108,14 @@ def main(argv=None) -> int:
                     help="seed of the patient split; keep 0 (the shipped split) when training another seed, "
                          "otherwise the shipped test patients end up in training")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cv-folds", type=int, default=0, help="cross-fitting over the non-test patients (0 = off)")
+    ap.add_argument("--fold", type=int, default=0, help="with --cv-folds: the fold to hold out and predict")
+    ap.add_argument("--cv-seed", type=int, default=0, help="seed of the fold assignment")
+    ap.add_argument("--swa-fraction", type=float, default=0.0,
+                    help="also write the mean of the weights over the last fraction of epochs (<out>_swa.pt)")
     args = ap.parse_args(argv)
+    if args.cv_folds and not 0 <= args.fold < args.cv_folds:
+        ap.error("--fold must be in 0 .. --cv-folds - 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     import torch
@@ -113,6 +133,13 @@ def main(argv=None) -> int:
     log.info("loaded %d discs of %d images in %.1f s; split %s", len(samples), len(images), time.time() - t0,
              {k: len(v) for k, v in part.items()})
     train, val = part["train"], part["val"]
+    if args.cv_folds:
+        folds = patient_folds(samples, split["train"] + split["val"], args.cv_folds, seed=args.cv_seed)
+        held = set(folds[args.fold])
+        pool = part["train"] + part["val"]
+        train, val = [s for s in pool if s.patient not in held], [s for s in pool if s.patient in held]
+        log.info("cross-fitting fold %d of %d: %d training discs, %d held-out discs of %d patients",
+                 args.fold, args.cv_folds, len(train), len(val), len(held))
     y_train = np.array([s.grade - 1 for s in train])
     y_val = np.array([s.grade - 1 for s in val])
     counts = np.bincount(y_train, minlength=5).astype(float)
@@ -129,6 +156,8 @@ def main(argv=None) -> int:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=0.15)
 
     best = (-np.inf, None, -1)
+    n_swa = int(round(args.swa_fraction * args.epochs))
+    swa_sum, swa_n = None, 0
     for epoch in range(args.epochs):
         model.train()
         order = rng.permutation(len(train))
@@ -154,39 +183,81 @@ def main(argv=None) -> int:
         ba = metrics.balanced_accuracy(y_val + 1, pred + 1)
         qwk = metrics.cohen_kappa(y_val + 1, pred + 1, weights="quadratic")
         score = (ba + qwk) / 2
-        if score > best[0]:
+        if args.cv_folds:  # no selection on the held-out fold: keep the last epoch
             best = (score, {k: v.clone() for k, v in model.state_dict().items()}, epoch)
+        elif score > best[0]:
+            best = (score, {k: v.clone() for k, v in model.state_dict().items()}, epoch)
+        if n_swa and epoch >= args.epochs - n_swa:
+            sd = model.state_dict()
+            swa_sum = {k: v.detach().clone().double() for k, v in sd.items()} if swa_sum is None else {
+                k: swa_sum[k] + sd[k].detach().double() for k in sd}
+            swa_n += 1
         log.info("epoch %3d loss %.4f val BA %.3f QWK %.3f score %.3f (best %.3f @%d) %.1f s",
                  epoch, tl / len(train), ba, qwk, score, best[0], best[2], time.time() - te)
 
-    model.load_state_dict(best[1])
     val_tta = crops_for(val, images, TTA_VARIANTS, args.size, args.fov)
-    lt = logits_of(model, val_tta, torch)
-    temperature = fit_temperature(lt, y_val)
-    p = np.exp(lt / temperature - (lt / temperature).max(-1, keepdims=True))
-    p = (p / p.sum(-1, keepdims=True)).mean(0)
-    log.info("kept epoch %d; temperature %.3f; val with TTA: BA %.3f QWK %.3f", best[2], temperature,
-             metrics.balanced_accuracy(y_val + 1, p.argmax(1) + 1),
-             metrics.cohen_kappa(y_val + 1, p.argmax(1) + 1, weights="quadratic"))
-
-    payload = {
-        "state_dict": {k: v.float().contiguous() for k, v in best[1].items()},
-        "channels": list(CHANNELS),
-        "crop_size": int(args.size),
-        "fov_factor": float(args.fov),
-        "temperature": float(temperature),
-        "epoch": int(best[2]),
-        "seed": int(args.seed),
-        "split_seed": int(args.split_seed),
-        "recipe": " ".join(sys.argv[1:]) or "defaults",
-    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, out)
-    from DiscAnalysisLib.resources import sha256_of
+    weights = {"": (best[1], best[2])}
+    if swa_n:
+        model.load_state_dict({k: (v / swa_n).to(best[1][k].dtype) for k, v in swa_sum.items()})
+        recompute_bn(model, train, images, rng, args, torch)
+        weights["_swa"] = ({k: v.clone() for k, v in model.state_dict().items()}, best[2])
+    oof = {}
+    for suffix, (state, epoch) in weights.items():
+        model.load_state_dict(state)
+        lt = logits_of(model, val_tta, torch)
+        temperature = fit_temperature(lt, y_val)
+        p = np.exp(lt / temperature - (lt / temperature).max(-1, keepdims=True))
+        p = (p / p.sum(-1, keepdims=True)).mean(0)
+        log.info("%s epoch %d; temperature %.3f; %s with TTA: BA %.3f QWK %.3f", "swa up to" if suffix else "kept",
+                 epoch, temperature, "held-out fold" if args.cv_folds else "val",
+                 metrics.balanced_accuracy(y_val + 1, p.argmax(1) + 1),
+                 metrics.cohen_kappa(y_val + 1, p.argmax(1) + 1, weights="quadratic"))
+        payload = {
+            "state_dict": {k: v.float().contiguous() for k, v in state.items()},
+            "channels": list(CHANNELS),
+            "crop_size": int(args.size),
+            "fov_factor": float(args.fov),
+            "temperature": float(temperature),
+            "epoch": int(epoch),
+            "seed": int(args.seed),
+            "split_seed": int(args.split_seed),
+            "recipe": " ".join(sys.argv[1:]) or "defaults",
+        }
+        path = out.with_name(out.stem + suffix + out.suffix)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+        oof["logits" + suffix] = lt
+        from DiscAnalysisLib.resources import sha256_of
 
-    log.info("wrote %s (%.2f MB), SHA-256 %s; total %.1f min", out, out.stat().st_size / 1e6, sha256_of(out), (time.time() - t0) / 60)
+        log.info("wrote %s (%.2f MB), SHA-256 %s", path, path.stat().st_size / 1e6, sha256_of(path))
+    if args.cv_folds:
+        path = out.with_name(out.stem + "_oof.npz")
+        np.savez(path, **oof, grade=y_val + 1, patient=np.array([s.patient for s in val]),
+                 level=np.array([s.level for s in val]), image=np.array([Path(s.image_path).name for s in val]))
+        log.info("wrote out-of-fold logits %s", path)
+    log.info("total %.1f min", (time.time() - t0) / 60)
     return 0
+
+
+def recompute_bn(model, train, images, rng, args, torch, batches: int = 30) -> None:
+    """Batch-norm running statistics of averaged weights, from augmented training crops (as in SWA)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            idx = rng.choice(len(train), size=min(args.batch, len(train)), replace=False)
+            x = np.stack([
+                random_crop(rng, images[train[i].image_path], train[i].center_rc, crop_width(train[i]), size=args.size, fov_factor=args.fov)
+                for i in idx
+            ])[:, None]
+            model(torch.from_numpy(x))
+    model.eval()
 
 
 if __name__ == "__main__":

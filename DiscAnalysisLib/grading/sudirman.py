@@ -149,3 +149,33 @@ def stratified_patient_split(
         split["val"] += pids[n_test : n_test + n_val].tolist()
         split["train"] += pids[n_test + n_val :].tolist()
     return {k: sorted(int(p) for p in v) for k, v in split.items()}
+
+
+def patient_folds(samples: list[DiscSample], patients, k: int = 5, seed: int = 0) -> list[list[int]]:
+    """Split ``patients`` into ``k`` folds, stratified by each patient's rarest grade (as the split above).
+
+    Used for cross-fitting on the non-test patients: every patient's discs are predicted by the one fold
+    model that did not train on them. Within each stratum the patients are shuffled and dealt round-robin,
+    starting where the previous stratum stopped, so fold sizes differ by at most one patient.
+    """
+    if k < 2:
+        raise ValueError("cross-fitting needs at least 2 folds")
+    wanted = set(int(p) for p in patients)
+    rng = np.random.default_rng(seed)
+    by_patient: dict[int, set[int]] = {}
+    for s in samples:
+        if s.patient in wanted:
+            by_patient.setdefault(s.patient, set()).add(s.grade)
+    rarity = {1: 0, 5: 1, 4: 2, 3: 3, 2: 4}
+    strata: dict[int, list[int]] = {}
+    for pid, gs in sorted(by_patient.items()):
+        strata.setdefault(min(gs, key=lambda g: rarity[g]), []).append(pid)
+    folds: list[list[int]] = [[] for _ in range(k)]
+    pos = 0
+    for key in sorted(strata):
+        pids = np.array(strata[key])
+        rng.shuffle(pids)
+        for pid in pids:
+            folds[pos % k].append(int(pid))
+            pos += 1
+    return [sorted(f) for f in folds]
