@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""Score cross-fitted grading networks on their out-of-fold predictions and apply the session-4 decision rule.
+
+    python scripts/crossfit_grading.py --dirs runs4/e45 runs4/e90 --json runs4/crossfit.json
+
+Each directory holds the ``*_oof.npz`` files that ``train_grading.py --cv-folds K --fold i --swa-fraction F``
+wrote, one per fold. A candidate is a directory and a weight kind: ``final`` (last epoch) or ``swa``
+(weights averaged over the last epochs). For each candidate the folds' out-of-fold logits are pooled (every
+non-test patient must appear in exactly one fold) and scored like every grading decision in this project:
+(balanced accuracy + quadratic kappa) / 2 with TTA, one prediction per disc (probabilities averaged over a
+patient's images), temperature 1. The rule (docs/validation.md, "Session 4: cross-fitting"): the best pooled
+score is chosen; its fold networks replace the shipped ensemble only if its score on the validation patients
+of the split alone reaches ``--val-bar`` (0.711, the mean validation score of single shipped-recipe runs). The
+ensemble temperature is fitted on the chosen candidate's pooled out-of-fold logits. The test patients are
+never read. Prints the decision and the ``MODEL_FILES`` lines (paths and SHA-256) to paste into
+``DiscAnalysisLib/grading/predict.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from DiscAnalysisLib.grading import metrics  # noqa: E402
+from DiscAnalysisLib.grading.predict import probabilities_from_logits  # noqa: E402
+
+KINDS = {"final": ("logits", ""), "swa": ("logits_swa", "_swa")}
+
+
+def load_folds(directory: Path, kind: str) -> dict:
+    """Pooled out-of-fold logits (variants, discs, 5) and disc keys of one candidate, with its weight files."""
+    key, suffix = KINDS[kind]
+    files = sorted(directory.glob("*_oof.npz"))
+    if not files:
+        raise SystemExit(f"no *_oof.npz in {directory}: run train_grading.py --cv-folds ... --out {directory}/...")
+    logits, grade, patient, level, weights = [], [], [], [], []
+    for f in files:
+        z = np.load(f)
+        if key not in z:
+            raise SystemExit(f"{f} has no {key} (train with --swa-fraction for the swa kind)")
+        logits.append(z[key])
+        grade.append(z["grade"])
+        patient.append(z["patient"])
+        level.append(z["level"])
+        weights.append(f.with_name(f.name.replace("_oof.npz", suffix + ".pt")))
+    patients_per_fold = [set(p.tolist()) for p in patient]
+    for i, a in enumerate(patients_per_fold):
+        for b in patients_per_fold[i + 1:]:
+            if a & b:
+                raise SystemExit(f"{directory}: a patient appears in two folds; the out-of-fold files do not belong together")
+    return {"logits": np.concatenate(logits, axis=1), "grade": np.concatenate(grade),
+            "patient": np.concatenate(patient), "level": np.concatenate(level), "weights": [str(w) for w in weights],
+            "n_folds": len(files)}
+
+
+def score(pool: dict, temperature: float = 1.0, patients=None) -> dict:
+    """Selection score of pooled logits, optionally restricted to some patients."""
+    lg = pool["logits"]  # (variants, discs, 5)
+    probs = np.array([probabilities_from_logits(lg[:, i], temperature) for i in range(lg.shape[1])])
+    acc, truth = {}, {}
+    for p, g, pid, lev in zip(probs, pool["grade"], pool["patient"], pool["level"], strict=True):
+        if patients is not None and int(pid) not in patients:
+            continue
+        acc.setdefault((int(pid), str(lev)), []).append(p)
+        truth[(int(pid), str(lev))] = int(g)
+    keys = sorted(acc)
+    y = np.array([truth[k] for k in keys])
+    pred = np.array([np.mean(acc[k], axis=0) for k in keys]).argmax(1) + 1
+    ba = metrics.balanced_accuracy(y, pred)
+    qwk = metrics.cohen_kappa(y, pred, weights="quadratic")
+    return {"score": (ba + qwk) / 2, "balanced_accuracy": ba, "kappa_quadratic": qwk,
+            "accuracy": float(np.mean(pred == y)), "n_discs": int(len(y)), "n_patients": len({k[0] for k in keys}),
+            "confusion": metrics.confusion(y, pred).tolist()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dirs", nargs="+", required=True, help="one directory of fold runs per schedule")
+    ap.add_argument("--split", default=str(REPO / "Resources" / "Models" / "pfirrmann_split.json"))
+    ap.add_argument("--val-bar", type=float, default=0.711)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+
+    import importlib.util
+
+    from DiscAnalysisLib.resources import sha256_of
+
+    split = json.loads(Path(args.split).read_text())
+    val, test = set(split["val"]), set(split["test"])
+    results, pools = {}, {}
+    for d in args.dirs:
+        for kind in KINDS:
+            name = f"{Path(d).name}/{kind}"
+            pool = load_folds(Path(d), kind)
+            if test & set(pool["patient"].tolist()):
+                raise SystemExit(f"{d}: test patients in the out-of-fold files; refusing to score")
+            pools[name] = pool
+            results[name] = {"pooled": score(pool), "validation_patients": score(pool, patients=val),
+                             "n_folds": pool["n_folds"]}
+    chosen = max(results, key=lambda n: results[n]["pooled"]["score"])
+    passes = results[chosen]["validation_patients"]["score"] >= args.val_bar
+    spec = importlib.util.spec_from_file_location("train_grading", REPO / "scripts" / "train_grading.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pool = pools[chosen]
+    temperature = module.fit_temperature(pool["logits"], pool["grade"] - 1)
+    out = {"candidates": results, "chosen": chosen, "val_bar": args.val_bar, "replaces_shipped": bool(passes),
+           "temperature": float(temperature), "with_temperature": score(pool, temperature),
+           "members": [{"file": w, "sha256": sha256_of(w)} for w in pool["weights"]]}
+    text = json.dumps(out, indent=1)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(text)
+    print("\n| candidate | pooled OOF score | BA | QWK | accuracy | discs | validation patients: score | BA | QWK |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n, r in results.items():
+        a, v = r["pooled"], r["validation_patients"]
+        print(f"| {n} | {a['score']:.3f} | {a['balanced_accuracy']:.3f} | {a['kappa_quadratic']:.3f} | {a['accuracy']:.3f} "
+              f"| {a['n_discs']} | {v['score']:.3f} | {v['balanced_accuracy']:.3f} | {v['kappa_quadratic']:.3f} |")
+    print(f"\nchosen {chosen}; validation-patient score {results[chosen]['validation_patients']['score']:.3f} "
+          f"{'>=' if passes else '<'} {args.val_bar} -> {'replace the shipped ensemble' if passes else 'keep the shipped ensemble'}; "
+          f"ensemble temperature {temperature:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
