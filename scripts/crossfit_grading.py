@@ -32,6 +32,8 @@ from DiscAnalysisLib.grading import metrics  # noqa: E402
 from DiscAnalysisLib.grading.predict import probabilities_from_logits  # noqa: E402
 
 KINDS = {"final": ("logits", ""), "swa": ("logits_swa", "_swa")}
+#: Candidate values of each grade's log-probability offset (stage 2).
+OFFSET_GRID = np.linspace(-2, 2, 41)
 
 
 def load_folds(directory: Path, kind: str) -> dict:
@@ -40,8 +42,8 @@ def load_folds(directory: Path, kind: str) -> dict:
     files = sorted(directory.glob("*_oof.npz"))
     if not files:
         raise SystemExit(f"no *_oof.npz in {directory}: run train_grading.py --cv-folds ... --out {directory}/...")
-    logits, grade, patient, level, weights = [], [], [], [], []
-    for f in files:
+    logits, grade, patient, level, weights, fold = [], [], [], [], [], []
+    for i, f in enumerate(files):
         z = np.load(f)
         if key not in z:
             raise SystemExit(f"{f} has no {key} (train with --swa-fraction for the swa kind)")
@@ -49,6 +51,7 @@ def load_folds(directory: Path, kind: str) -> dict:
         grade.append(z["grade"])
         patient.append(z["patient"])
         level.append(z["level"])
+        fold.append(np.full(len(z["grade"]), i))
         weights.append(f.with_name(f.name.replace("_oof.npz", suffix + ".pt")))
     patients_per_fold = [set(p.tolist()) for p in patient]
     for i, a in enumerate(patients_per_fold):
@@ -57,22 +60,72 @@ def load_folds(directory: Path, kind: str) -> dict:
                 raise SystemExit(f"{directory}: a patient appears in two folds; the out-of-fold files do not belong together")
     return {"logits": np.concatenate(logits, axis=1), "grade": np.concatenate(grade),
             "patient": np.concatenate(patient), "level": np.concatenate(level), "weights": [str(w) for w in weights],
+            "fold": np.concatenate(fold),
             "n_folds": len(files)}
 
 
-def score(pool: dict, temperature: float = 1.0, patients=None) -> dict:
-    """Selection score of pooled logits, optionally restricted to some patients."""
+def per_disc(pool: dict, temperature: float = 1.0, patients=None):
+    """One probability vector per disc (TTA variants and a patient's images averaged), its grade and fold."""
     lg = pool["logits"]  # (variants, discs, 5)
     probs = np.array([probabilities_from_logits(lg[:, i], temperature) for i in range(lg.shape[1])])
-    acc, truth = {}, {}
-    for p, g, pid, lev in zip(probs, pool["grade"], pool["patient"], pool["level"], strict=True):
+    folds = pool.get("fold", np.zeros(len(probs), int))
+    acc, truth, fold_of = {}, {}, {}
+    for p, g, pid, lev, f in zip(probs, pool["grade"], pool["patient"], pool["level"], folds, strict=True):
         if patients is not None and int(pid) not in patients:
             continue
         acc.setdefault((int(pid), str(lev)), []).append(p)
         truth[(int(pid), str(lev))] = int(g)
+        fold_of[(int(pid), str(lev))] = int(f)
     keys = sorted(acc)
-    y = np.array([truth[k] for k in keys])
-    pred = np.array([np.mean(acc[k], axis=0) for k in keys]).argmax(1) + 1
+    return (np.array([np.mean(acc[k], axis=0) for k in keys]), np.array([truth[k] for k in keys]),
+            np.array([fold_of[k] for k in keys]), keys)
+
+
+def decide(probs: np.ndarray, offsets=None) -> np.ndarray:
+    """Grades 1-5: argmax of log-probabilities plus per-grade offsets (none: plain argmax)."""
+    if offsets is None:
+        return probs.argmax(1) + 1
+    return (np.log(np.clip(probs, 1e-12, None)) + np.asarray(offsets)).argmax(1) + 1
+
+
+def selection_score(y, pred) -> float:
+    return (metrics.balanced_accuracy(y, pred) + metrics.cohen_kappa(y, pred, weights="quadratic")) / 2
+
+
+def fit_offsets(probs: np.ndarray, y: np.ndarray, grid=OFFSET_GRID, sweeps: int = 3) -> np.ndarray:
+    """Per-grade log-probability offsets (grade 2 fixed at 0) maximising the selection score (coordinate search).
+
+    Ties keep the offset nearest 0, so a grade's offset moves only when that improves the score.
+    """
+    b = np.zeros(5)
+    best = selection_score(y, decide(probs, b))
+    for _ in range(sweeps):
+        for k in (0, 2, 3, 4):
+            for v in sorted(grid, key=abs):
+                trial = b.copy()
+                trial[k] = v
+                sc = selection_score(y, decide(probs, trial))
+                if sc > best + 1e-12:
+                    best, b = sc, trial
+    return b
+
+
+def nested_offsets(probs, y, folds) -> tuple[np.ndarray, list[list[float]]]:
+    """Predictions with offsets fitted on the other folds' discs only, and the offsets of each fold."""
+    pred = np.zeros(len(y), int)
+    fitted = []
+    for f in np.unique(folds):
+        inner = folds != f
+        b = fit_offsets(probs[inner], y[inner])
+        fitted.append(b.round(3).tolist())
+        pred[~inner] = decide(probs[~inner], b)
+    return pred, fitted
+
+
+def score(pool: dict, temperature: float = 1.0, patients=None) -> dict:
+    """Selection score of pooled logits, optionally restricted to some patients."""
+    probs, y, _, keys = per_disc(pool, temperature, patients)
+    pred = decide(probs)
     ba = metrics.balanced_accuracy(y, pred)
     qwk = metrics.cohen_kappa(y, pred, weights="quadratic")
     return {"score": (ba + qwk) / 2, "balanced_accuracy": ba, "kappa_quadratic": qwk,
@@ -111,8 +164,19 @@ def main(argv=None) -> int:
     spec.loader.exec_module(module)
     pool = pools[chosen]
     temperature = module.fit_temperature(pool["logits"], pool["grade"] - 1)
+    # stage 2: grade offsets, checked by nested cross-fitting over the folds
+    probs, y, folds, _ = per_disc(pool, temperature)
+    plain = selection_score(y, decide(probs))
+    nested_pred, nested_fitted = nested_offsets(probs, y, folds)
+    nested = selection_score(y, nested_pred)
+    offsets = fit_offsets(probs, y)
+    stage2 = {"score_without_offsets": plain, "nested_score_with_offsets": nested,
+              "nested_balanced_accuracy": metrics.balanced_accuracy(y, nested_pred),
+              "nested_kappa_quadratic": metrics.cohen_kappa(y, nested_pred, weights="quadratic"),
+              "nested_confusion": metrics.confusion(y, nested_pred).tolist(), "offsets_per_outer_fold": nested_fitted,
+              "offsets_all_folds": offsets.round(3).tolist(), "adopted": bool(passes and nested > plain + 0.01)}
     out = {"candidates": results, "chosen": chosen, "val_bar": args.val_bar, "replaces_shipped": bool(passes),
-           "temperature": float(temperature), "with_temperature": score(pool, temperature),
+           "temperature": float(temperature), "with_temperature": score(pool, temperature), "offsets": stage2,
            "members": [{"file": w, "sha256": sha256_of(w)} for w in pool["weights"]]}
     text = json.dumps(out, indent=1)
     if args.json:
@@ -127,6 +191,9 @@ def main(argv=None) -> int:
     print(f"\nchosen {chosen}; validation-patient score {results[chosen]['validation_patients']['score']:.3f} "
           f"{'>=' if passes else '<'} {args.val_bar} -> {'replace the shipped ensemble' if passes else 'keep the shipped ensemble'}; "
           f"ensemble temperature {temperature:.4f}")
+    print(f"stage 2 (temperature {temperature:.3f}): score without offsets {plain:.3f}, nested with offsets {nested:.3f} "
+          f"(BA {stage2['nested_balanced_accuracy']:.3f}, QWK {stage2['nested_kappa_quadratic']:.3f}) -> "
+          f"{'adopt' if stage2['adopted'] else 'not adopted'} offsets {stage2['offsets_all_folds']}")
     return 0
 
 

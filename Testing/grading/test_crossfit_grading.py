@@ -70,3 +70,23 @@ def test_two_images_of_one_disc_give_one_prediction(tmp_path):
     pool = {"logits": lg, "grade": np.array([2, 2]), "patient": np.array([7, 7]), "level": np.array(["L5-S1", "L5-S1"])}
     res = cf.score(pool)
     assert res["n_discs"] == 1 and res["accuracy"] == 1.0
+
+
+def test_grade_offsets_recover_an_under_called_rare_grade_and_are_checked_out_of_fold():
+    cf = load_script("scripts/crossfit_grading.py")
+    rng = np.random.default_rng(3)
+    y = np.array([1] * 20 + [2] * 200 + [3] * 60)
+    probs = np.full((len(y), 5), 0.02)
+    probs[y == 2, 1] = 0.9
+    probs[y == 3, 2] = 0.9
+    probs[y == 1, 0], probs[y == 1, 1] = 0.3, 0.62  # grade 1 always loses to grade 2 by a margin
+    probs = probs / probs.sum(1, keepdims=True)
+    assert np.all(cf.decide(probs)[y == 1] == 2)
+    b = cf.fit_offsets(probs, y)
+    assert b[1] == 0.0 and b[0] > 0.5  # grade 1 lifted, grade 2 the reference
+    assert np.all(cf.decide(probs, b) == y)
+    folds = rng.integers(0, 5, len(y))
+    pred, fitted = cf.nested_offsets(probs, y, folds)
+    assert len(fitted) == 5 and np.all(pred == y)
+    # offsets that cannot help stay at zero
+    assert np.all(cf.fit_offsets(np.eye(5)[y - 1] * 0.9 + 0.02, y) == 0.0)
