@@ -125,19 +125,28 @@ def crop_width(sample: DiscSample) -> float:
     return sample.width_px * (BULGE_WIDTH_FACTOR if sample.box_class not in PREFERRED_CLASSES else 1.0)
 
 
+#: Order of rarity of the grades in this data set: a patient is stratified by its rarest grade.
+_RARITY = {1: 0, 5: 1, 4: 2, 3: 3, 2: 4}
+
+
+def _rarest_grade_strata(samples: list[DiscSample], patients: set[int] | None = None) -> dict[int, list[int]]:
+    """Patient IDs (ascending) grouped by each patient's rarest grade; only ``patients`` when given."""
+    by_patient: dict[int, set[int]] = {}
+    for s in samples:
+        if patients is None or s.patient in patients:
+            by_patient.setdefault(s.patient, set()).add(s.grade)
+    strata: dict[int, list[int]] = {}
+    for pid, gs in sorted(by_patient.items()):
+        strata.setdefault(min(gs, key=lambda g: _RARITY[g]), []).append(pid)
+    return strata
+
+
 def stratified_patient_split(
     samples: list[DiscSample], fractions=(0.7, 0.1, 0.2), seed: int = 0
 ) -> dict[str, list[int]]:
     """Split patients into train/val/test, stratified by each patient's rarest grade (1 and 5 first)."""
     rng = np.random.default_rng(seed)
-    by_patient: dict[int, set[int]] = {}
-    for s in samples:
-        by_patient.setdefault(s.patient, set()).add(s.grade)
-    rarity = {1: 0, 5: 1, 4: 2, 3: 3, 2: 4}
-    strata: dict[int, list[int]] = {}
-    for pid, gs in sorted(by_patient.items()):
-        key = min(gs, key=lambda g: rarity[g])
-        strata.setdefault(key, []).append(pid)
+    strata = _rarest_grade_strata(samples)
     split = {"train": [], "val": [], "test": []}
     for key in sorted(strata):
         pids = np.array(strata[key])
@@ -160,16 +169,8 @@ def patient_folds(samples: list[DiscSample], patients, k: int = 5, seed: int = 0
     """
     if k < 2:
         raise ValueError("cross-fitting needs at least 2 folds")
-    wanted = set(int(p) for p in patients)
     rng = np.random.default_rng(seed)
-    by_patient: dict[int, set[int]] = {}
-    for s in samples:
-        if s.patient in wanted:
-            by_patient.setdefault(s.patient, set()).add(s.grade)
-    rarity = {1: 0, 5: 1, 4: 2, 3: 3, 2: 4}
-    strata: dict[int, list[int]] = {}
-    for pid, gs in sorted(by_patient.items()):
-        strata.setdefault(min(gs, key=lambda g: rarity[g]), []).append(pid)
+    strata = _rarest_grade_strata(samples, set(int(p) for p in patients))
     folds: list[list[int]] = [[] for _ in range(k)]
     pos = 0
     for key in sorted(strata):
