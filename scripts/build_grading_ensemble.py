@@ -6,8 +6,7 @@
         --members Resources/Models/pfirrmann_grading.pt Resources/Models/pfirrmann_grading_seed1.pt \\
                   runs/seed2/pfirrmann_grading_seed2.pt runs/seed3/pfirrmann_grading_seed3.pt
 
-The baseline (``--baseline-members``, one file or several; default: the shipped, SHA-256-checked members of
-``MODEL_FILES``; ``--single FILE`` is the same option) and the candidate (``--members``) are scored on the
+The baseline (``--baseline-members``, one file or several; ``--single FILE`` is the same option) and the candidate (``--members``) are scored on the
 validation patients of ``Resources/Models/pfirrmann_split.json`` with the rule that picks the epoch in
 ``train_grading.py``: (balanced accuracy + quadratic kappa) / 2 of the predictions with test-time
 augmentation, one prediction per disc (probabilities averaged over a patient's images, as
@@ -17,6 +16,11 @@ one temperature on all members' logits, fitted here on the validation patients w
 as ``train_grading.py``. The candidate is chosen only if its score is strictly higher. The test split is
 never read. Prints the decision, the candidate's temperature and its members' SHA-256 to paste into
 ``DiscAnalysisLib/grading/predict.py`` (``MODEL_FILES``, ``ENSEMBLE_TEMPERATURE``); ``--json`` keeps the numbers.
+
+Used for the session 2-3 decisions (the files named above are now in those sessions' ``runs/``). Since session 4
+the shipped members are cross-fitted networks that trained on the validation patients too, so they cannot be a
+validation baseline any more: recipe decisions go through ``train_grading.py --cv-folds`` and
+``scripts/crossfit_grading.py`` (out-of-fold predictions); this script refuses the shipped members.
 """
 
 from __future__ import annotations
@@ -97,8 +101,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(Path(os.environ.get("DISCANALYSIS_DATA", REPO.parent / "shared" / "data")) / "pfirrmann_sudirman"))
     ap.add_argument("--split", default=str(REPO / "Resources" / "Models" / "pfirrmann_split.json"))
-    ap.add_argument("--baseline-members", "--single", dest="baseline", nargs="+", default=None, metavar="FILE",
-                    help="weights file(s) of the baseline (default: the shipped members of MODEL_FILES)")
+    ap.add_argument("--baseline-members", "--single", dest="baseline", nargs="+", required=True, metavar="FILE",
+                    help="weights file(s) of the baseline (trained on the training patients of the split only)")
     ap.add_argument("--members", nargs="+", required=True, metavar="FILE", help="weights files of the candidate")
     ap.add_argument("--json", default=None)
     ap.add_argument("--threads", type=int, default=1)
@@ -107,7 +111,11 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    baseline = args.baseline or shipped_files()
+    baseline = args.baseline
+    shipped = {os.path.realpath(f) for f in shipped_files()}
+    if shipped & {os.path.realpath(f) for f in baseline + args.members}:
+        raise SystemExit("the shipped grading networks were trained on the validation patients (cross-fitting, session 4): "
+                         "they cannot be scored here; compare recipes with scripts/crossfit_grading.py")
     split = json.loads(Path(args.split).read_text())
     samples, images = load_samples(args.data)
     val = [s for s in samples if s.patient in set(split["val"])]

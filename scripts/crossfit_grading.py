@@ -139,6 +139,9 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default=str(REPO / "Resources" / "Models" / "pfirrmann_split.json"))
     ap.add_argument("--val-bar", type=float, default=0.711)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--ship", action="store_true",
+                    help="when the rule replaces the shipped ensemble, copy the chosen members to "
+                         "Resources/Models/pfirrmann_grading_cv<i>.pt (then paste the printed MODEL_FILES)")
     args = ap.parse_args(argv)
 
     import importlib.util
@@ -194,6 +197,17 @@ def main(argv=None) -> int:
     print(f"stage 2 (temperature {temperature:.3f}): score without offsets {plain:.3f}, nested with offsets {nested:.3f} "
           f"(BA {stage2['nested_balanced_accuracy']:.3f}, QWK {stage2['nested_kappa_quadratic']:.3f}) -> "
           f"{'adopt' if stage2['adopted'] else 'not adopted'} offsets {stage2['offsets_all_folds']}")
+    if args.ship and passes:
+        import shutil
+
+        lines = []
+        for i, m in enumerate(out["members"]):
+            dest = REPO / "Resources" / "Models" / f"pfirrmann_grading_cv{i}.pt"
+            shutil.copyfile(m["file"], dest.with_name(dest.name + ".tmp"))
+            dest.with_name(dest.name + ".tmp").replace(dest)
+            lines.append(f'    ("Models/{dest.name}", "{m["sha256"]}"),')
+        print("copied; paste into DiscAnalysisLib/grading/predict.py:\nMODEL_FILES = (\n" + "\n".join(lines)
+              + f"\n)\nENSEMBLE_TEMPERATURE = {temperature!r}")
     return 0
 
 

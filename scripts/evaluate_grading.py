@@ -224,6 +224,9 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.subset == "val" and (args.weights is None or "shipped" in (args.compare_weights or [])):
+        raise SystemExit("the shipped grading networks were trained on the validation patients (cross-fitting, session 4): "
+                         "--subset val would score them on training data; use --subset test, or name other --weights")
     model = load_model(args.weights, temperature=args.temperature)
     split = json.loads(Path(args.split).read_text())
     samples, images = load_samples(args.data)

@@ -3,7 +3,13 @@
 
     python scripts/train_grading.py --data ../shared/data/pfirrmann_sudirman
 
-Writes ``Resources/Models/pfirrmann_grading.pt`` (a weights-only state dict plus metadata) and
+The shipped networks (since session 4) are the five cross-fitted ones of the 90-epoch recipe::
+
+    for f in 0 1 2 3 4; do python scripts/train_grading.py --epochs 90 --cv-folds 5 --fold $f --swa-fraction 0.2 \
+        --seed $f --split-seed 0 --threads 1 --out runs4/e90/grading_e90_fold$f.pt --split-out runs4/e90/split_fold$f.json; done
+    python scripts/crossfit_grading.py --dirs runs4/e45 runs4/e90 --ship    # decision + copy to Resources/Models
+
+Writes ``runs/grading/pfirrmann_grading.pt`` (a weights-only state dict plus metadata; ``--out``) and
 ``Resources/Models/pfirrmann_split.json`` (the patient IDs of the train/val/test split; IDs only, no data),
 and prints the SHA-256 to paste into ``MODEL_FILES`` of ``DiscAnalysisLib/grading/predict.py``. Another seed
 of the same recipe: ``--seed N --split-seed 0 --out runs/...`` (the split depends only on ``--split-seed``);
@@ -92,7 +98,7 @@ def fit_temperature(logits_tta: np.ndarray, y: np.ndarray) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(Path(os.environ.get("DISCANALYSIS_DATA", REPO.parent / "shared" / "data")) / "pfirrmann_sudirman"))
-    ap.add_argument("--out", default=str(REPO / "Resources" / "Models" / "pfirrmann_grading.pt"))
+    ap.add_argument("--out", default=str(REPO / "runs" / "grading" / "pfirrmann_grading.pt"))
     ap.add_argument("--split-out", default=str(REPO / "Resources" / "Models" / "pfirrmann_split.json"))
     ap.add_argument("--epochs", type=int, default=45)
     ap.add_argument("--batch", type=int, default=32)

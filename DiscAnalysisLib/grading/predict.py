@@ -18,15 +18,19 @@ from .model import _torch, build_model
 
 #: The shipped member networks (resource path, SHA-256 printed by scripts/train_grading.py); a mismatch refuses
 #: to load. With more than one, a disc's probabilities are the mean over the members (and the TTA variants).
-#: Shipped: two training runs of the same recipe (seeds 0 and 1), chosen over the seed-0 model alone on the
-#: validation patients (docs/validation.md, "Ensemble of two seeds").
+#: Shipped since session 4: the five cross-fitted networks of the 90-epoch recipe, each trained on four of five
+#: folds of the 405 non-test patients, last epoch kept (scripts/train_grading.py --cv-folds 5, chosen by
+#: scripts/crossfit_grading.py on out-of-fold predictions; docs/validation.md, "Session 4: cross-fitting").
 MODEL_FILES: tuple[tuple[str, str], ...] = (
-    ("Models/pfirrmann_grading.pt", "9bed2d032c9b0aef3f292e3cb9927d6fbe2ba9eea49bbb384ab4a7aac9bbb196"),
-    ("Models/pfirrmann_grading_seed1.pt", "0121b1e5bc6eb3f763b2c79ec6a4b0bd3bb40f78040bf481c3c364b193892d47"),
+    ("Models/pfirrmann_grading_cv0.pt", "3f7a87d02fad3a627af481a22a265945534335c564b44ac44d980cfb478aa02f"),
+    ("Models/pfirrmann_grading_cv1.pt", "cb0a263950228b5f1d83676fa6ab02a2dd432bdd2c63b94fe327cdea4c5029e8"),
+    ("Models/pfirrmann_grading_cv2.pt", "068a2d037d424eff2164290b6081f659b530f21b4bc559a2791b92beb019113e"),
+    ("Models/pfirrmann_grading_cv3.pt", "9893baa0efe904baa02572b9548a2cac07dea0c09dfba617a7c7f84775271a22"),
+    ("Models/pfirrmann_grading_cv4.pt", "8fc23fa75145d2fea3767c850c6eee2a144d3b2d42b1c7a92e6850618fe0040b"),
 )
-#: Temperature applied to every member's logits when there are several members, fitted on the validation
-#: patients by scripts/build_grading_ensemble.py; a single member uses the temperature stored in its file.
-ENSEMBLE_TEMPERATURE: float | None = 0.5955013011112817
+#: Temperature applied to every member's logits when there are several members: fitted on the pooled
+#: out-of-fold logits of the members by scripts/crossfit_grading.py; a single member uses the temperature in its file.
+ENSEMBLE_TEMPERATURE: float | None = 0.7723723475268776
 #: The first member (kept for callers that name one file).
 MODEL_FILE, MODEL_SHA256 = MODEL_FILES[0]
 

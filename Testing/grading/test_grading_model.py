@@ -23,7 +23,8 @@ def test_shipped_weights_pass_the_sha256_check_and_are_small():
     from DiscAnalysisLib.resources import verified_path
 
     paths = [verified_path(f, sha) for f, sha in predict.MODEL_FILES]
-    assert sum(p.stat().st_size for p in paths) < 5_000_000
+    # five cross-fitted members of 1.19 MB (session 4); the grading share of the 20 MB budget stays under 8 MB
+    assert sum(p.stat().st_size for p in paths) < 8_000_000
     # every shipped weights file of the product together stays under 20 MB
     assert sum(p.stat().st_size for p in (REPO_ROOT / "Resources").rglob("*.pt")) < 20_000_000
     model = predict.load_model()
