@@ -108,6 +108,8 @@ def main(argv=None) -> int:
     ap.add_argument("--alpha-power", type=float, default=1.0, help="class weights = (1/frequency) ** power")
     ap.add_argument("--ordinal-weight", type=float, default=0.5, help="weight of the squared-EMD ordinal term")
     ap.add_argument("--size", type=int, default=CROP_SIZE)
+    ap.add_argument("--channels", type=int, nargs=4, default=list(CHANNELS),
+                    help="feature channels of the stem and the three blocks (the weights file records them)")
     ap.add_argument("--fov", type=float, default=FOV_FACTOR)
     ap.add_argument("--seed", type=int, default=0, help="seed of the weights' initialisation, batch order and augmentation")
     ap.add_argument("--split-seed", type=int, default=0,
@@ -156,7 +158,7 @@ def main(argv=None) -> int:
 
     val_crops = crops_for(val, images, TTA_VARIANTS[:1], args.size, args.fov)
 
-    model = build_model(CHANNELS)
+    model = build_model(tuple(args.channels))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = int(np.ceil(len(train) / args.batch))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=0.15)
@@ -222,7 +224,7 @@ def main(argv=None) -> int:
                  metrics.cohen_kappa(y_val + 1, p.argmax(1) + 1, weights="quadratic"))
         payload = {
             "state_dict": {k: v.float().contiguous() for k, v in state.items()},
-            "channels": list(CHANNELS),
+            "channels": list(args.channels),
             "crop_size": int(args.size),
             "fov_factor": float(args.fov),
             "temperature": float(temperature),
