@@ -106,6 +106,8 @@ def main(argv=None) -> int:
     ap.add_argument("--weight-decay", type=float, default=1e-3)
     ap.add_argument("--gamma", type=float, default=2.0, help="focal-loss gamma")
     ap.add_argument("--alpha-power", type=float, default=1.0, help="class weights = (1/frequency) ** power")
+    ap.add_argument("--sample-power", type=float, default=0.0,
+                    help="draw training discs with probability ~ (1/grade count) ** power (0 = each disc once per epoch)")
     ap.add_argument("--ordinal-weight", type=float, default=0.5, help="weight of the squared-EMD ordinal term")
     ap.add_argument("--size", type=int, default=CROP_SIZE)
     ap.add_argument("--channels", type=int, nargs=4, default=list(CHANNELS),
@@ -168,7 +170,11 @@ def main(argv=None) -> int:
     swa_sum, swa_n = None, 0
     for epoch in range(args.epochs):
         model.train()
-        order = rng.permutation(len(train))
+        if args.sample_power > 0:  # oversample rare grades: P(disc) ~ (1 / count of its grade) ** power
+            w = (1.0 / counts[y_train]) ** args.sample_power
+            order = rng.choice(len(train), size=len(train), replace=True, p=w / w.sum())
+        else:
+            order = rng.permutation(len(train))
         tl, te = 0.0, time.time()
         for b in range(steps_per_epoch):
             idx = order[b * args.batch : (b + 1) * args.batch]
