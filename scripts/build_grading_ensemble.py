@@ -26,7 +26,6 @@ validation baseline any more: recipe decisions go through ``train_grading.py --c
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -38,16 +37,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from DiscAnalysisLib.grading import metrics  # noqa: E402
-from DiscAnalysisLib.grading.predict import load_model, probabilities_from_logits  # noqa: E402
+from DiscAnalysisLib.grading.predict import fit_temperature, load_model, probabilities_from_logits  # noqa: E402
 from DiscAnalysisLib.grading.sudirman import crop_width, load_samples  # noqa: E402
 from DiscAnalysisLib.resources import sha256_of  # noqa: E402
 
 
 def _fit_temperature():
-    spec = importlib.util.spec_from_file_location("train_grading", REPO / "scripts" / "train_grading.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.fit_temperature
+    """The temperature fit of the training script (now in the library)."""
+    return fit_temperature
 
 
 def member_logits(model, samples, images) -> np.ndarray:
@@ -58,12 +55,8 @@ def member_logits(model, samples, images) -> np.ndarray:
 
 def per_patient(samples, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One prediction per (patient, level): probabilities averaged over the patient's images."""
-    acc, truth = {}, {}
-    for s, p in zip(samples, probs, strict=True):
-        acc.setdefault((s.patient, s.level), []).append(p)
-        truth[(s.patient, s.level)] = s.grade
-    keys = sorted(acc)
-    return np.array([truth[k] for k in keys]), np.array([np.mean(acc[k], axis=0) for k in keys])
+    _, y, p = metrics.mean_per_disc([(s.patient, s.level) for s in samples], probs, [s.grade for s in samples])
+    return y, p
 
 
 def score(samples, logits: np.ndarray, temperature: float) -> dict:

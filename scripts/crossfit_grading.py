@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from DiscAnalysisLib.grading import metrics  # noqa: E402
-from DiscAnalysisLib.grading.predict import probabilities_from_logits  # noqa: E402
+from DiscAnalysisLib.grading.predict import fit_temperature, probabilities_from_logits  # noqa: E402
 
 KINDS = {"final": ("logits", ""), "swa": ("logits_swa", "_swa")}
 #: Candidate values of each grade's log-probability offset (stage 2).
@@ -69,16 +69,11 @@ def per_disc(pool: dict, temperature: float = 1.0, patients=None):
     lg = pool["logits"]  # (variants, discs, 5)
     probs = np.array([probabilities_from_logits(lg[:, i], temperature) for i in range(lg.shape[1])])
     folds = pool.get("fold", np.zeros(len(probs), int))
-    acc, truth, fold_of = {}, {}, {}
-    for p, g, pid, lev, f in zip(probs, pool["grade"], pool["patient"], pool["level"], folds, strict=True):
-        if patients is not None and int(pid) not in patients:
-            continue
-        acc.setdefault((int(pid), str(lev)), []).append(p)
-        truth[(int(pid), str(lev))] = int(g)
-        fold_of[(int(pid), str(lev))] = int(f)
-    keys = sorted(acc)
-    return (np.array([np.mean(acc[k], axis=0) for k in keys]), np.array([truth[k] for k in keys]),
-            np.array([fold_of[k] for k in keys]), keys)
+    keys = [(int(pid), str(lev)) for pid, lev in zip(pool["patient"], pool["level"], strict=True)]
+    keep = [i for i, k in enumerate(keys) if patients is None or k[0] in patients]
+    fold_of = {keys[i]: int(folds[i]) for i in keep}
+    ks, y, mean = metrics.mean_per_disc([keys[i] for i in keep], probs[keep], [int(pool["grade"][i]) for i in keep])
+    return mean, y, np.array([fold_of[k] for k in ks]), ks
 
 
 def decide(probs: np.ndarray, offsets=None) -> np.ndarray:
@@ -144,8 +139,6 @@ def main(argv=None) -> int:
                          "Resources/Models/pfirrmann_grading_cv<i>.pt (then paste the printed MODEL_FILES)")
     args = ap.parse_args(argv)
 
-    import importlib.util
-
     from DiscAnalysisLib.resources import sha256_of
 
     split = json.loads(Path(args.split).read_text())
@@ -162,11 +155,8 @@ def main(argv=None) -> int:
                              "n_folds": pool["n_folds"]}
     chosen = max(results, key=lambda n: results[n]["pooled"]["score"])
     passes = results[chosen]["validation_patients"]["score"] >= args.val_bar
-    spec = importlib.util.spec_from_file_location("train_grading", REPO / "scripts" / "train_grading.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     pool = pools[chosen]
-    temperature = module.fit_temperature(pool["logits"], pool["grade"] - 1)
+    temperature = fit_temperature(pool["logits"], pool["grade"] - 1)
     # stage 2: grade offsets, checked by nested cross-fitting over the folds
     probs, y, folds, _ = per_disc(pool, temperature)
     plain = selection_score(y, decide(probs))

@@ -33,18 +33,9 @@ from DiscAnalysisLib.grading.sudirman import crop_width, load_samples  # noqa: E
 def predict_split(model, samples, images, patients, tta=True):
     """One prediction per (patient, level): probabilities averaged over the patient's images."""
     keep = set(patients)
-    acc: dict[tuple[int, str], list] = {}
-    truth = {}
-    for s in samples:
-        if s.patient not in keep:
-            continue
-        p, _ = model.probabilities(images[s.image_path], s.center_rc, crop_width(s), tta=tta)
-        acc.setdefault((s.patient, s.level), []).append(p)
-        truth[(s.patient, s.level)] = s.grade
-    keys = sorted(acc)
-    probs = np.array([np.mean(acc[k], axis=0) for k in keys])
-    y = np.array([truth[k] for k in keys])
-    return keys, y, probs
+    chosen = [s for s in samples if s.patient in keep]
+    probs = [model.probabilities(images[s.image_path], s.center_rc, crop_width(s), tta=tta)[0] for s in chosen]
+    return metrics.mean_per_disc([(s.patient, s.level) for s in chosen], probs, [s.grade for s in chosen])
 
 
 def signal_baseline(samples, images, split, subset):
@@ -82,14 +73,7 @@ def signal_baseline(samples, images, split, subset):
     probs = clf.predict_proba(xte)
     full = np.zeros((len(yte), 5))
     full[:, clf.classes_ - 1] = probs
-    # average a patient's images, as for the CNN
-    acc, truth = {}, {}
-    for k, p, t in zip(keys, full, yte, strict=True):
-        acc.setdefault(k, []).append(p)
-        truth[k] = t
-    ks = sorted(acc)
-    pm = np.array([np.mean(acc[k], axis=0) for k in ks])
-    yy = np.array([truth[k] for k in ks])
+    _, yy, pm = metrics.mean_per_disc(keys, full, yte)  # average a patient's images, as for the CNN
     return metrics.all_metrics(yy, pm.argmax(1) + 1, pm)
 
 

@@ -51,12 +51,14 @@ from DiscAnalysisLib.grading import metrics  # noqa: E402
 from DiscAnalysisLib.grading.augment import TTA_VARIANTS, random_crop  # noqa: E402
 from DiscAnalysisLib.grading.crop import CROP_SIZE, FOV_FACTOR, extract_crop  # noqa: E402
 from DiscAnalysisLib.grading.model import CHANNELS, build_model, focal_loss, ordinal_emd_loss  # noqa: E402
+from DiscAnalysisLib.grading.predict import fit_temperature  # noqa: E402
 from DiscAnalysisLib.grading.sudirman import (  # noqa: E402
     crop_width,
     load_samples,
     patient_folds,
     stratified_patient_split,
 )
+from DiscAnalysisLib.resources import sha256_of  # noqa: E402
 
 log = logging.getLogger("train_grading")
 
@@ -79,20 +81,6 @@ def logits_of(model, crops, torch, batch=256):
         for v in crops:  # variants
             res.append(np.concatenate([model(torch.from_numpy(v[i : i + batch])).numpy() for i in range(0, len(v), batch)]))
     return np.stack(res)  # (variants, N, 5)
-
-
-def fit_temperature(logits_tta: np.ndarray, y: np.ndarray) -> float:
-    """Temperature minimising the NLL of the TTA-averaged probabilities (grid search, robust)."""
-    best_t, best_nll = 1.0, np.inf
-    for t in np.exp(np.linspace(np.log(0.3), np.log(5.0), 120)):
-        z = logits_tta / t
-        p = np.exp(z - z.max(-1, keepdims=True))
-        p /= p.sum(-1, keepdims=True)
-        pm = p.mean(0)
-        nll = -np.mean(np.log(pm[np.arange(len(y)), y] + 1e-12))
-        if nll < best_nll:
-            best_t, best_nll = float(t), nll
-    return best_t
 
 
 def main(argv=None) -> int:
@@ -178,11 +166,7 @@ def main(argv=None) -> int:
         tl, te = 0.0, time.time()
         for b in range(steps_per_epoch):
             idx = order[b * args.batch : (b + 1) * args.batch]
-            x = np.stack([
-                random_crop(rng, images[train[i].image_path], train[i].center_rc, crop_width(train[i]), size=args.size, fov_factor=args.fov)
-                for i in idx
-            ])[:, None]
-            xt, yt = torch.from_numpy(x), torch.from_numpy(y_train[idx])
+            xt, yt = torch.from_numpy(training_batch(rng, train, images, idx, args)), torch.from_numpy(y_train[idx])
             logits = model(xt)
             loss = focal_loss(logits, yt, alpha_t, args.gamma)
             if args.ordinal_weight > 0:
@@ -197,9 +181,7 @@ def main(argv=None) -> int:
         ba = metrics.balanced_accuracy(y_val + 1, pred + 1)
         qwk = metrics.cohen_kappa(y_val + 1, pred + 1, weights="quadratic")
         score = (ba + qwk) / 2
-        if args.cv_folds:  # no selection on the held-out fold: keep the last epoch
-            best = (score, {k: v.clone() for k, v in model.state_dict().items()}, epoch)
-        elif score > best[0]:
+        if args.cv_folds or score > best[0]:  # cross-fitting: no selection on the held-out fold, keep the last epoch
             best = (score, {k: v.clone() for k, v in model.state_dict().items()}, epoch)
         if n_swa and epoch >= args.epochs - n_swa:
             sd = model.state_dict()
@@ -244,8 +226,6 @@ def main(argv=None) -> int:
         torch.save(payload, tmp)
         os.replace(tmp, path)
         oof["logits" + suffix] = lt
-        from DiscAnalysisLib.resources import sha256_of
-
         log.info("wrote %s (%.2f MB), SHA-256 %s", path, path.stat().st_size / 1e6, sha256_of(path))
     if args.cv_folds:
         path = out.with_name(out.stem + "_oof.npz")
@@ -254,6 +234,14 @@ def main(argv=None) -> int:
         log.info("wrote out-of-fold logits %s", path)
     log.info("total %.1f min", (time.time() - t0) / 60)
     return 0
+
+
+def training_batch(rng, train, images, idx, args) -> np.ndarray:
+    """(len(idx), 1, size, size) randomly augmented crops of the training discs ``idx``."""
+    return np.stack([
+        random_crop(rng, images[train[i].image_path], train[i].center_rc, crop_width(train[i]), size=args.size, fov_factor=args.fov)
+        for i in idx
+    ])[:, None]
 
 
 def recompute_bn(model, train, images, rng, args, torch, batches: int = 30) -> None:
@@ -266,11 +254,7 @@ def recompute_bn(model, train, images, rng, args, torch, batches: int = 30) -> N
     with torch.no_grad():
         for _ in range(batches):
             idx = rng.choice(len(train), size=min(args.batch, len(train)), replace=False)
-            x = np.stack([
-                random_crop(rng, images[train[i].image_path], train[i].center_rc, crop_width(train[i]), size=args.size, fov_factor=args.fov)
-                for i in idx
-            ])[:, None]
-            model(torch.from_numpy(x))
+            model(torch.from_numpy(training_batch(rng, train, images, idx, args)))
     model.eval()
 
 

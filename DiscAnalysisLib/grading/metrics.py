@@ -156,3 +156,17 @@ def bootstrap_ci(
             values.setdefault(k, []).append(v)
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
     return {k: tuple(np.nanpercentile(np.array(v, dtype=float), [lo, hi]).tolist()) for k, v in values.items()}
+
+
+def mean_per_disc(keys, probs, grades) -> tuple[list, np.ndarray, np.ndarray]:
+    """One prediction per disc: the probabilities of a disc's images (same key, e.g. (patient, level)) averaged.
+
+    Returns the sorted distinct keys, their reference grades and their mean probabilities.
+    """
+    acc: dict = {}
+    truth: dict = {}
+    for k, p, g in zip(keys, probs, grades, strict=True):
+        acc.setdefault(k, []).append(p)
+        truth[k] = g
+    ks = sorted(acc)
+    return ks, np.array([truth[k] for k in ks]), np.array([np.mean(acc[k], axis=0) for k in ks])

@@ -100,6 +100,24 @@ def probabilities_from_logits(logits: np.ndarray, temperature: float) -> np.ndar
     return p / p.sum()
 
 
+def fit_temperature(logits_tta: np.ndarray, y: np.ndarray) -> float:
+    """Temperature minimising the NLL of the TTA-averaged probabilities (grid search, robust).
+
+    ``logits_tta`` (variants, discs, 5), ``y`` grade indices 0..4. Used by the training, ensemble and
+    cross-fitting scripts.
+    """
+    best_t, best_nll = 1.0, np.inf
+    for t in np.exp(np.linspace(np.log(0.3), np.log(5.0), 120)):
+        z = logits_tta / t
+        p = np.exp(z - z.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        pm = p.mean(0)
+        nll = -np.mean(np.log(pm[np.arange(len(y)), y] + 1e-12))
+        if nll < best_nll:
+            best_t, best_nll = float(t), nll
+    return best_t
+
+
 def load_model(path=None, *, temperature: float | None = None) -> GradingModel:
     """The shipped model (every member verified by SHA-256), or the weights file(s) at ``path`` (one path or a
     sequence of paths: scripts evaluating freshly trained candidates). Files are read with ``weights_only=True``.
