@@ -16,6 +16,7 @@ flagged ``sacrum_not_detected``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -28,6 +29,9 @@ from .network import DISC, VERTEBRA
 #: Image flag: a disc-like structure below the kept L5-S1 was dropped as the sacral remnant but was large and deep
 #: enough to be a thin, degenerated L5-S1; check the level names (they may all be one level too low).
 LEVEL_DOUBT_FLAG = "level_naming_uncertain:disc_below_L5-S1_dropped"
+#: Image flag: the size/depth rule would have dropped the lowest disc as the sacral remnant, but the
+#: ``keep_lowest`` hook of :func:`assign_levels` kept it (research use only)
+KEPT_LOWEST_FLAG = "lowest_disc_kept_by_hook"
 
 
 @dataclass(frozen=True)
@@ -409,12 +413,29 @@ def _plane_distance(points_mm: np.ndarray, disc: _Disc) -> np.ndarray:
     return (points_mm - disc.centroid_mm) @ disc.normal
 
 
+def remnant_rule_drops(discs: list[_Disc], settings: PostprocessSettings) -> bool:
+    """Whether the size/depth rule takes the lowest of >= 3 candidates for the sacral remnant (S1-S2 disc).
+
+    The rudimentary S1-S2 disc inside the sacrum is small and short (anterior-posterior), while a collapsed
+    L5-S1 loses height but keeps its depth: never take the remnant for L5-S1.
+    """
+    med_size = float(np.median([d.size for d in discs[:-1]]))
+    med_depth = float(np.median([d.depth_mm for d in discs[:-1]]))
+    low = discs[-1]
+    weak = low.size < settings.uncertain_size_fraction * med_size and low.confidence < settings.uncertain_confidence
+    return low.size < settings.sacral_remnant_fraction * med_size or low.depth_mm < settings.sacral_remnant_depth * med_depth or weak
+
+
 def assign_levels(
-    probs: np.ndarray, spacing: tuple[float, float, float], settings: PostprocessSettings | None = None
+    probs: np.ndarray, spacing: tuple[float, float, float], settings: PostprocessSettings | None = None,
+    *, keep_lowest: Callable[[list[_Disc]], bool] | None = None,
 ) -> tuple[np.ndarray, list[LevelRow], list[str]]:
     """Label values (canonical layout), one row per lumbar level, and whole-image flags.
 
     ``probs``: (n_slices, classes, rows, cols) softmax output; ``spacing``: (lr, si, ap) in mm.
+    ``keep_lowest`` (research hook, unused by the product): called with the disc candidates (top to bottom)
+    where the size/depth rule would drop the lowest one as the sacral remnant; returning True keeps it
+    (flag ``KEPT_LOWEST_FLAG``). ``scripts/lowest_disc_judge.py`` uses it to test a learned second opinion.
     """
     settings = settings or PostprocessSettings()
     sp = np.asarray(spacing, dtype=float)
@@ -424,23 +445,22 @@ def assign_levels(
     out = np.zeros(cls.shape, dtype=np.uint8)
     flags: list[str] = []
     discs = find_discs(probs, spacing, settings, cls)
-    # The rudimentary S1-S2 disc inside the sacrum is small and short (anterior-posterior), while a collapsed
-    # L5-S1 loses height but keeps its depth: never take the remnant for L5-S1.
-    while len(discs) >= 3:
+    first = True
+    while len(discs) >= 3 and remnant_rule_drops(discs, settings):
+        if first and keep_lowest is not None and keep_lowest(discs):
+            flags.append(KEPT_LOWEST_FLAG)
+            break
         med_size = float(np.median([d.size for d in discs[:-1]]))
         med_depth = float(np.median([d.depth_mm for d in discs[:-1]]))
         low = discs[-1]
-        weak = low.size < settings.uncertain_size_fraction * med_size and low.confidence < settings.uncertain_confidence
-        if low.size < settings.sacral_remnant_fraction * med_size or low.depth_mm < settings.sacral_remnant_depth * med_depth or weak:
-            discs = discs[:-1]
-            if "small_disc_below_L5-S1_ignored" not in flags:
-                flags.append("small_disc_below_L5-S1_ignored")
-                # only the lowest candidate is judged (the one the thresholds were chosen on)
-                if (low.size >= settings.remnant_doubt_size_fraction * med_size
-                        and low.depth_mm >= settings.remnant_doubt_depth_fraction * med_depth):
-                    flags.append(LEVEL_DOUBT_FLAG)
-        else:
-            break
+        discs = discs[:-1]
+        if first:
+            flags.append("small_disc_below_L5-S1_ignored")
+            # only the lowest candidate is judged (the one the thresholds were chosen on)
+            if (low.size >= settings.remnant_doubt_size_fraction * med_size
+                    and low.depth_mm >= settings.remnant_doubt_depth_fraction * med_depth):
+                flags.append(LEVEL_DOUBT_FLAG)
+        first = False
     # Bright structures below the column (bowel, bladder, pelvic vessels) can look like a disc. A disc sits
     # on a vertebral body: drop bottom candidates with no bone just above them, or separated from the disc
     # above by much more than one vertebra, before the count starts. Skipped when the network found little
