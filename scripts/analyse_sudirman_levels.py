@@ -11,7 +11,8 @@ predicted disc, of its level (as ``evaluate_segmentation.py``). Printed: % right
 how often the rule fires and is right, the failures with their post-processing flags, and for each image
 where the rule decides the outcome the features a better rule would have to use (size, depth and
 confidence of the dropped candidate relative to the discs above, and its tilt against the disc above).
-``--judge WEIGHTS`` lets the lowest-disc judge experiment (``lowest_disc_judge.py``) overrule the rule.
+``--judge WEIGHTS`` adds the lowest-disc judge experiment (``lowest_disc_judge.py``, both questions) and reports
+its decisions against the rule alone.
 Nothing here changes the product; docs/validation.md (Issue 4, Sudirman) has the results.
 """
 
@@ -30,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-import lowest_disc_judge  # noqa: E402
+import lowest_disc_judge as judge  # noqa: E402
 import segmentation_data as sd  # noqa: E402
 
 from DiscAnalysisLib import levels as lv  # noqa: E402
@@ -38,7 +39,8 @@ from DiscAnalysisLib.image_io import read_image  # noqa: E402
 from DiscAnalysisLib.progress import Progress  # noqa: E402
 from DiscAnalysisLib.segmentation import api, network  # noqa: E402
 from DiscAnalysisLib.segmentation.postprocess import (  # noqa: E402
-    KEPT_LOWEST_FLAG,
+    JUDGE_DROPPED_FLAG,
+    JUDGE_KEPT_FLAG,
     LEVEL_DOUBT_FLAG,
     PostprocessSettings,
     argmax_classes,
@@ -74,8 +76,8 @@ def probabilities(cache: Path | None) -> dict:
 
 def right_levels(entry: dict, pp: PostprocessSettings, judge_net=None) -> tuple[bool, list[str]]:
     stack = entry["stack"]
-    check = None if judge_net is None else lowest_disc_judge.make_check(judge_net, stack.slices, stack.spacing_mm)
-    labels_c, _, flags = assign_levels(entry["probs"].astype(np.float32), stack.spacing_mm, pp, keep_lowest=check)
+    check = None if judge_net is None else judge.make_check(judge_net, stack.slices, stack.spacing_mm)
+    labels_c, _, flags = assign_levels(entry["probs"].astype(np.float32), stack.spacing_mm, pp, lowest_is_l5s1=check)
     pred = from_canonical(entry["stack"], labels_c).squeeze()
     masks = {n: pred == lv.DISC_LABELS[n] for n in lv.DISCS}
     centres = [(n, ndi.center_of_mass(m)) for n, m in masks.items() if m.any()]
@@ -100,11 +102,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, default=None, help="pickle of the network probabilities (read or written)")
     ap.add_argument("--judge", default=None, help="weights of the lowest-disc judge experiment "
-                    "(train_lowest_disc_judge.py) to consult where the remnant rule fires (default: the rule alone)")
+                    "(train_lowest_disc_judge.py) to add to the rule (default: the rule alone, as shipped)")
     args = ap.parse_args()
-    judge_net = None
-    if args.judge:
-        judge_net = lowest_disc_judge.load_judge(args.judge)
+    judge_net = judge.load_judge(args.judge) if args.judge else None
     shipped = PostprocessSettings()
     no_rule = dataclasses.replace(shipped, sacral_remnant_fraction=0.0, sacral_remnant_depth=0.0,
                                   uncertain_size_fraction=0.0)
@@ -117,10 +117,13 @@ def main() -> None:
         print(f"{split}: {n} images; all five levels right {ok} ({100 * ok / n:.1f} %) shipped, {ok_off} "
               f"({100 * ok_off / n:.1f} %) without the remnant rule; the rule fired on {len(fired)}: right with it "
               f"{sum(res[k][0][0] for k in fired)}, right without it {sum(res[k][1] for k in fired)}")
-        kept = [k for k, r in res.items() if KEPT_LOWEST_FLAG in r[0][1]]
         if judge_net is not None:
-            print(f"  the judge kept the lowest disc on {len(kept)} images (all five levels right on "
-                  f"{sum(res[k][0][0] for k in kept)} of them)")
+            plain = {k: right_levels(e, shipped)[0] for k, e in entries.items()}
+            for flag in (JUDGE_KEPT_FLAG, JUDGE_DROPPED_FLAG):
+                hit = sorted(k for k, r in res.items() if flag in r[0][1])
+                print(f"  {flag} on {len(hit)} images, all five levels right on {sum(res[k][0][0] for k in hit)} "
+                      f"of them (rule alone: {sum(plain[k] for k in hit)})")
+            print(f"  the rule alone: all five levels right on {sum(plain.values())} images")
         doubt = [k for k, r in res.items() if LEVEL_DOUBT_FLAG in r[0][1]]
         wrong = [k for k, r in res.items() if not r[0][0]]
         print(f"  naming-doubt flag on {len(doubt)} images, {sum(not res[k][0][0] for k in doubt)} of them misnamed; "

@@ -1,18 +1,24 @@
-"""A learned second opinion on the lowest disc (session-5 experiment, not part of the product).
+"""The lowest-disc judge: a learned second opinion on which disc candidate is L5-S1 (session-5 experiment,
+not part of the product: it did not pass its shipping rule, docs/validation.md, Issue 4, session 5).
 
-The level names are counted upward from L5-S1, so everything rests on which disc candidate is L5-S1. Below
-a real L5-S1 the sacrum often holds a small rudimentary S1-S2 disc, which the post-processing drops by size
-and depth (``assign_levels``). A thin, degenerated L5-S1 can look the same by those measures, and dropping it
-shifts every name by one level (docs/validation.md, Issue 4, "Where the level naming fails"). No hand-made
-feature of the candidate separates the two; the anatomy around it might (a lumbar body above a real L5-S1,
-the sacrum above a remnant).
+The level names are counted upward from L5-S1, so everything rests on which disc candidate is L5-S1. Two
+things go wrong at the bottom of the column (docs/validation.md, Issue 4, "Where the level naming fails"):
+a thin, degenerated L5-S1 looks like the small rudimentary S1-S2 disc inside the sacrum, which the size/depth
+rule of ``assign_levels`` drops; and a large S1-S2 remnant or a pelvic structure below the spine passes that
+rule and is named L5-S1. Either shifts every name by one level. No hand-made feature of the candidate
+separates these cases; the anatomy around it might (a lumbar body above a real L5-S1, the sacrum above a
+remnant).
 
-The judge is a small CNN that sees a wide crop around a disc candidate (three disc spacings, so the bodies
-above and below are in view) on the candidate's own sagittal slice and returns a logit for "this is L5-S1".
-Through the ``keep_lowest`` hook of ``assign_levels`` it is consulted only where the size/depth rule would
-drop the lowest candidate: the candidate is kept when its score is higher than the score of the disc above
-it. Trained by ``scripts/train_lowest_disc_judge.py``; evaluated by ``scripts/analyse_sudirman_levels.py
---judge``. It did not pass its shipping rule (docs/validation.md, Issue 4, session 5), so no weights ship.
+The judge is a small CNN (0.6 MB) that sees a wide crop around a disc candidate (three disc spacings, so the
+bodies above and below are in view) on the candidate's own sagittal slice and returns a logit for "this is
+L5-S1". :func:`make_check` turns it into the question ``assign_levels`` can ask about the lowest candidate
+(its ``lowest_is_l5s1`` argument): does it score higher than the disc above it? Comparing two crops of the
+same image makes the answer insensitive to a shift of the scores on another scanner. Where the size/depth rule
+would drop the lowest candidate, a "yes" keeps it (V1); where the rule keeps it, a "no" drops it (V2,
+``PostprocessSettings.judge_drops_kept``).
+
+Trained by ``scripts/train_lowest_disc_judge.py`` on the pfirrmann_sudirman weak-label (training) patients
+only; evaluated by ``scripts/analyse_sudirman_levels.py --judge`` and ``scripts/check_lowest_disc_judge.py``.
 """
 
 from __future__ import annotations
@@ -91,11 +97,12 @@ def scores(net, crops: np.ndarray) -> np.ndarray:
 
 
 def make_check(net, slices: np.ndarray, spacing):
-    """The ``keep_lowest`` hook for ``assign_levels``: True when the judge scores the lowest candidate, rather
-    than the disc above it, as L5-S1. ``slices``: the canonical stack (n, rows, cols); ``spacing``: (lr, si, ap) mm."""
+    """The question ``assign_levels`` asks (its ``lowest_is_l5s1`` argument): given the disc candidates top to
+    bottom, does the judge score the lowest one higher than the disc above it? ``slices``: the canonical
+    stack (n, rows, cols); ``spacing``: (lr, si, ap) in mm."""
     sp = np.asarray(spacing, dtype=float)
 
-    def keep_lowest(discs) -> bool:
+    def lowest_is_l5s1(discs) -> bool:
         gap = disc_spacing_mm(np.array([d.centroid_mm for d in discs]))
         crops = []
         for d in (discs[-1], discs[-2]):
@@ -104,4 +111,4 @@ def make_check(net, slices: np.ndarray, spacing):
         low, above = scores(net, np.stack(crops))
         return bool(low > above)
 
-    return keep_lowest
+    return lowest_is_l5s1

@@ -16,14 +16,18 @@ class-balanced binary cross-entropy, Adam 1e-3, 30 epochs, seed 0, last epoch ke
 
 ``--cv K`` first trains K networks on patient folds of the training images and reports, out of fold, how
 often the judge's pairwise decision (lowest candidate vs the disc above it) matches the boxes where the
-size/depth rule fires; then the final network is trained on all training images and written to
-``<out>/lowest_disc_judge.pt`` (evaluate it with ``analyse_sudirman_levels.py --judge``). Nothing is shipped:
-the judge did not pass its rule (docs/validation.md, Issue 4, session 5).
+size/depth rule fires, and on how many images all five levels are named right by the rule alone, with the
+judge where the rule fires (V1), and with V1 plus the judge's veto on a lowest candidate that the rule keeps
+(V2: both questions; ``PostprocessSettings.judge_drops_kept``); then the final network is trained on all
+training images and written to ``<out>/lowest_disc_judge.pt`` (evaluate it with ``analyse_sudirman_levels.py
+--judge`` and ``check_lowest_disc_judge.py``). Nothing ships: the judge did not pass its rule
+(docs/validation.md, Issue 4, session 5).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -36,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import lowest_disc_judge as judge  # noqa: E402
-from analyse_sudirman_levels import probabilities  # noqa: E402
+from analyse_sudirman_levels import probabilities, right_levels  # noqa: E402
 
 from DiscAnalysisLib.resources import sha256_of  # noqa: E402
 from DiscAnalysisLib.segmentation.postprocess import (  # noqa: E402
@@ -148,6 +152,18 @@ def pairwise_decisions(net, entries: dict, pp: PostprocessSettings) -> dict:
     return res
 
 
+def whole_image_naming(net, entries: dict, pp: PostprocessSettings) -> dict:
+    """Images with all five levels right: the rule alone, with the judge where the rule fires (V1), and V1 plus
+    the judge's veto on a lowest candidate the rule keeps (V2)."""
+    v1 = dataclasses.replace(pp, judge_drops_kept=False)
+    out = {"rule": 0, "v1": 0, "v2": 0}
+    for e in entries.values():
+        out["rule"] += right_levels(e, pp)[0]
+        out["v1"] += right_levels(e, v1, net)[0]
+        out["v2"] += right_levels(e, pp, net)[0]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, default=None, help="pickle of the segmentation probabilities (read or written)")
@@ -171,18 +187,24 @@ def main() -> None:
     if args.cv:
         names = sorted(entries)
         fold_of = {n: i % args.cv for i, n in enumerate(names)}
-        total = {"fired": 0, "rule_right": 0, "judge_right": 0, "cases": []}
+        total = {"fired": 0, "rule_right": 0, "judge_right": 0, "cases": [], "naming": {"rule": 0, "v1": 0, "v2": 0}}
         for f in range(args.cv):
             t0 = time.time()
             net = train([it for it in items if fold_of[it["image"]] != f], args.epochs, args.seed)
-            r = pairwise_decisions(net, {n: e for n, e in entries.items() if fold_of[n] == f}, pp)
+            held = {n: e for n, e in entries.items() if fold_of[n] == f}
+            r = pairwise_decisions(net, held, pp)
             for k in ("fired", "rule_right", "judge_right"):
                 total[k] += r[k]
             total["cases"] += r["cases"]
-            print(f"fold {f}: rule fired {r['fired']}, rule right {r['rule_right']}, judge right {r['judge_right']} "
+            named = whole_image_naming(net, held, pp)
+            for k, v in named.items():
+                total["naming"][k] += v
+            print(f"fold {f}: rule fired {r['fired']}, rule right {r['rule_right']}, judge right {r['judge_right']}; "
+                  f"all five levels right (rule / V1 / V2) {named['rule']} / {named['v1']} / {named['v2']} of {len(held)} "
                   f"({time.time() - t0:.0f} s)", flush=True)
         print(f"out of fold: rule fired on {total['fired']} images; the rule alone right on {total['rule_right']}, "
-              f"rule + judge right on {total['judge_right']}", flush=True)
+              f"rule + judge right on {total['judge_right']}; all five levels right (rule / V1 / V2) "
+              f"{total['naming']['rule']} / {total['naming']['v1']} / {total['naming']['v2']} of {len(entries)}", flush=True)
         report["cv"] = total
         if args.no_final:
             (args.out / "metrics_cv.json").write_text(json.dumps(report, indent=1) + "\n")

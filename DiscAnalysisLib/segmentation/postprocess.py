@@ -29,9 +29,11 @@ from .network import DISC, VERTEBRA
 #: Image flag: a disc-like structure below the kept L5-S1 was dropped as the sacral remnant but was large and deep
 #: enough to be a thin, degenerated L5-S1; check the level names (they may all be one level too low).
 LEVEL_DOUBT_FLAG = "level_naming_uncertain:disc_below_L5-S1_dropped"
-#: Image flag: the size/depth rule would have dropped the lowest disc as the sacral remnant, but the
-#: ``keep_lowest`` hook of :func:`assign_levels` kept it (research use only)
-KEPT_LOWEST_FLAG = "lowest_disc_kept_by_hook"
+#: Image flags of the ``lowest_is_l5s1`` hook of assign_levels (research use): it kept a thin lowest disc that the
+#: size/depth rule would have dropped as the sacral remnant, or it dropped a lowest candidate that the rule kept
+#: (a large remnant or a structure below the spine).
+JUDGE_KEPT_FLAG = "lowest_disc_kept_by_judge"
+JUDGE_DROPPED_FLAG = "lowest_candidate_dropped_by_judge"
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,10 @@ class PostprocessSettings:
     #: of the misnamed images where the rule fired (docs/validation.md, Issue 4, session 3).
     remnant_doubt_size_fraction: float = 0.45
     remnant_doubt_depth_fraction: float = 0.65
+    #: Which of its two questions a ``lowest_is_l5s1`` hook of assign_levels may answer (research use): keep a
+    #: lowest disc the rule would drop, and drop a lowest candidate the rule keeps.
+    judge_keeps_dropped: bool = True
+    judge_drops_kept: bool = True
     #: Fraction of vertebral-body voxels expected just above/below a disc (see assign_levels).
     min_bone_support: float = 0.2
     #: A disc-to-disc distance above this multiple of the median distance means a disc was not found there:
@@ -428,14 +434,16 @@ def remnant_rule_drops(discs: list[_Disc], settings: PostprocessSettings) -> boo
 
 def assign_levels(
     probs: np.ndarray, spacing: tuple[float, float, float], settings: PostprocessSettings | None = None,
-    *, keep_lowest: Callable[[list[_Disc]], bool] | None = None,
+    *, lowest_is_l5s1: Callable[[list[_Disc]], bool] | None = None,
 ) -> tuple[np.ndarray, list[LevelRow], list[str]]:
     """Label values (canonical layout), one row per lumbar level, and whole-image flags.
 
     ``probs``: (n_slices, classes, rows, cols) softmax output; ``spacing``: (lr, si, ap) in mm.
-    ``keep_lowest`` (research hook, unused by the product): called with the disc candidates (top to bottom)
-    where the size/depth rule would drop the lowest one as the sacral remnant; returning True keeps it
-    (flag ``KEPT_LOWEST_FLAG``). ``scripts/lowest_disc_judge.py`` uses it to test a learned second opinion.
+    ``lowest_is_l5s1`` (research hook; the product passes None, the size/depth rule alone): a second opinion
+    asked about the lowest of at least three disc candidates (top to bottom): is it L5-S1 rather than the disc
+    above it? Where the rule keeps that candidate, "no" drops it (``settings.judge_drops_kept``, flag
+    ``JUDGE_DROPPED_FLAG``); where the rule would drop it, "yes" keeps it (``settings.judge_keeps_dropped``,
+    flag ``JUDGE_KEPT_FLAG``). ``scripts/lowest_disc_judge.py`` (a session-5 experiment) provides one.
     """
     settings = settings or PostprocessSettings()
     sp = np.asarray(spacing, dtype=float)
@@ -445,10 +453,17 @@ def assign_levels(
     out = np.zeros(cls.shape, dtype=np.uint8)
     flags: list[str] = []
     discs = find_discs(probs, spacing, settings, cls)
+    ask = lowest_is_l5s1 is not None and len(discs) >= 3
+    if ask and settings.judge_drops_kept and not remnant_rule_drops(discs, settings) and not lowest_is_l5s1(discs):
+        # a large S1-S2 remnant or a structure below the spine that passed the rule; the new lowest candidate
+        # then goes through the rule (and the judge's other question) like any other
+        discs = discs[:-1]
+        flags.append(JUDGE_DROPPED_FLAG)
+        ask = len(discs) >= 3
     first = True
     while len(discs) >= 3 and remnant_rule_drops(discs, settings):
-        if first and keep_lowest is not None and keep_lowest(discs):
-            flags.append(KEPT_LOWEST_FLAG)
+        if first and ask and settings.judge_keeps_dropped and lowest_is_l5s1(discs):
+            flags.append(JUDGE_KEPT_FLAG)
             break
         med_size = float(np.median([d.size for d in discs[:-1]]))
         med_depth = float(np.median([d.depth_mm for d in discs[:-1]]))
