@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +42,15 @@ from DiscAnalysisLib.segmentation.preprocess import from_canonical  # noqa: E402
 DATA = Path(os.environ.get("DISCANALYSIS_DATA", ROOT.parent / "shared" / "data"))
 
 
+@cache
+def _network(weights: str | None):
+    return network.load_model(weights, sha256_of(weights) if weights else None)
+
+
 def name_twice(image: sitk.Image, judge_net, weights: str | None = None):
     """Labelmaps (input layout) and flags with the rule alone and with the judge."""
     settings = SegmentationSettings(weights_path=weights, weights_sha256=sha256_of(weights) if weights else None)
-    net = network.load_model(settings.weights_path, settings.weights_sha256)
+    net = _network(weights)
     stack, probs = api._infer(image, settings, net, Progress.wrap(None))
     out = []
     for check in (None, judge.make_check(judge_net, stack.slices, stack.spacing_mm)):

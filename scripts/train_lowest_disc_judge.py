@@ -51,6 +51,11 @@ from DiscAnalysisLib.segmentation.postprocess import (  # noqa: E402
 )
 
 
+def _in_box(r: float, c: float, box) -> bool:
+    r0, r1, c0, c1 = box
+    return r0 <= r <= r1 and c0 <= c <= c1
+
+
 def candidates(entry: dict, pp: PostprocessSettings) -> list[dict]:
     """Disc candidates of one image with their box label (1 L5-S1, 0 other, None unused) and crop geometry."""
     probs = entry["probs"].astype(np.float32)
@@ -61,23 +66,22 @@ def candidates(entry: dict, pp: PostprocessSettings) -> list[dict]:
         return []
     spacing = judge.disc_spacing_mm(np.array([d.centroid_mm for d in discs]))
     boxes = entry["boxes"][-5:]
-    (r0, r1, c0, c1), above = boxes[-1], boxes[-3:-1]
     out = []
     for d in discs:
         r, c = d.centroid_mm[1] / sp[1], d.centroid_mm[2] / sp[2]
-        if r0 <= r <= r1 and c0 <= c <= c1:
+        if _in_box(r, c, boxes[-1]):
             label = 1
-        elif r > r1 or any(b[0] <= r <= b[1] and b[2] <= c <= b[3] for b in above):
+        elif r > boxes[-1][1] or any(_in_box(r, c, b) for b in boxes[-3:-1]):
             label = 0
         else:
             label = None
         if label is not None:
-            out.append({"centre": (d.centroid_mm[1], d.centroid_mm[2]), "label": label, "spacing": spacing, "kind": "candidate"})
+            out.append({"centre": (d.centroid_mm[1], d.centroid_mm[2]), "label": label, "spacing": spacing})
     # the sacrum seen from where a remnant disc would sit: one box-to-box step below the L5-S1 box
     centres = np.array([((b[0] + b[1]) / 2 * sp[1], (b[2] + b[3]) / 2 * sp[2]) for b in boxes[-2:]])
     below = centres[1] + (centres[1] - centres[0])
     if below[0] < stack.slices.shape[1] * sp[1]:
-        out.append({"centre": tuple(below), "label": 0, "spacing": spacing, "kind": "below"})
+        out.append({"centre": tuple(below), "label": 0, "spacing": spacing})
     return out
 
 
@@ -96,10 +100,6 @@ def augmented(item: dict, rng: np.random.Generator) -> np.ndarray:
                    item["spacing"], angle_deg=rng.uniform(-15, 15), scale=rng.uniform(0.85, 1.15))
     x = np.clip(x, 0, None) ** rng.uniform(0.7, 1.4)
     return (x + rng.normal(0, rng.uniform(0, 0.05), x.shape)).astype(np.float32)
-
-
-def plain(item: dict) -> np.ndarray:
-    return judge.crop(item["slice"], item["sp_rc"], item["centre"], item["spacing"])
 
 
 def train(items: list[dict], epochs: int, seed: int, log=print):
@@ -141,9 +141,7 @@ def pairwise_decisions(net, entries: dict, pp: PostprocessSettings) -> dict:
         if len(discs) < 3 or not remnant_rule_drops(discs, pp):
             continue
         sp = np.asarray(stack.spacing_mm, float)
-        r0, r1, c0, c1 = e["boxes"][-1]
-        r, c = discs[-1].centroid_mm[1] / sp[1], discs[-1].centroid_mm[2] / sp[2]
-        low_is_l5s1 = bool(r0 <= r <= r1 and c0 <= c <= c1)
+        low_is_l5s1 = _in_box(discs[-1].centroid_mm[1] / sp[1], discs[-1].centroid_mm[2] / sp[2], e["boxes"][-1])
         keep = judge.make_check(net, stack.slices, stack.spacing_mm)(discs)
         res["fired"] += 1
         res["rule_right"] += int(not low_is_l5s1)
