@@ -49,7 +49,7 @@ def _fit_temperature():
 
 def member_logits(model, samples, images) -> np.ndarray:
     """(members, variants, discs, 5) raw logits with TTA."""
-    per = [model.logits(model.crops(images[s.image_path], s.center_rc, crop_width(s), tta=True)[0]) for s in samples]
+    per = [model.member_logits(images[s.image_path], s.center_rc, crop_width(s), tta=True)[0] for s in samples]
     return np.stack(per, axis=2)
 
 

@@ -133,6 +133,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dirs", nargs="+", required=True, help="one directory of fold runs per schedule")
     ap.add_argument("--split", default=str(REPO / "Resources" / "Models" / "pfirrmann_split.json"))
     ap.add_argument("--val-bar", type=float, default=0.711)
+    ap.add_argument("--score-bar", type=float, default=None,
+                    help="the chosen candidate must also reach this pooled OOF score (session 6: 0.678)")
+    ap.add_argument("--kinds", nargs="+", choices=tuple(KINDS), default=tuple(KINDS), help="weight kinds to consider")
     ap.add_argument("--json", default=None)
     ap.add_argument("--ship", action="store_true",
                     help="when the rule replaces the shipped ensemble, copy the chosen members to "
@@ -145,7 +148,7 @@ def main(argv=None) -> int:
     val, test = set(split["val"]), set(split["test"])
     results, pools = {}, {}
     for d in args.dirs:
-        for kind in KINDS:
+        for kind in args.kinds:
             name = f"{Path(d).name}/{kind}"
             pool = load_folds(Path(d), kind)
             if test & set(pool["patient"].tolist()):
@@ -155,6 +158,8 @@ def main(argv=None) -> int:
                              "n_folds": pool["n_folds"]}
     chosen = max(results, key=lambda n: results[n]["pooled"]["score"])
     passes = results[chosen]["validation_patients"]["score"] >= args.val_bar
+    if args.score_bar is not None:
+        passes = passes and results[chosen]["pooled"]["score"] >= args.score_bar
     pool = pools[chosen]
     temperature = fit_temperature(pool["logits"], pool["grade"] - 1)
     # stage 2: grade offsets, checked by nested cross-fitting over the folds
@@ -168,7 +173,7 @@ def main(argv=None) -> int:
               "nested_kappa_quadratic": metrics.cohen_kappa(y, nested_pred, weights="quadratic"),
               "nested_confusion": metrics.confusion(y, nested_pred).tolist(), "offsets_per_outer_fold": nested_fitted,
               "offsets_all_folds": offsets.round(3).tolist(), "adopted": bool(passes and nested > plain + 0.01)}
-    out = {"candidates": results, "chosen": chosen, "val_bar": args.val_bar, "replaces_shipped": bool(passes),
+    out = {"candidates": results, "chosen": chosen, "val_bar": args.val_bar, "score_bar": args.score_bar, "replaces_shipped": bool(passes),
            "temperature": float(temperature), "with_temperature": score(pool, temperature), "offsets": stage2,
            "members": [{"file": w, "sha256": sha256_of(w)} for w in pool["weights"]]}
     text = json.dumps(out, indent=1)
@@ -182,7 +187,7 @@ def main(argv=None) -> int:
         print(f"| {n} | {a['score']:.3f} | {a['balanced_accuracy']:.3f} | {a['kappa_quadratic']:.3f} | {a['accuracy']:.3f} "
               f"| {a['n_discs']} | {v['score']:.3f} | {v['balanced_accuracy']:.3f} | {v['kappa_quadratic']:.3f} |")
     print(f"\nchosen {chosen}; validation-patient score {results[chosen]['validation_patients']['score']:.3f} "
-          f"{'>=' if passes else '<'} {args.val_bar} -> {'replace the shipped ensemble' if passes else 'keep the shipped ensemble'}; "
+          f"(bar {args.val_bar}), pooled score {results[chosen]['pooled']['score']:.3f} (bar {args.score_bar}) -> {'replace the shipped ensemble' if passes else 'keep the shipped ensemble'}; "
           f"ensemble temperature {temperature:.4f}")
     print(f"stage 2 (temperature {temperature:.3f}): score without offsets {plain:.3f}, nested with offsets {nested:.3f} "
           f"(BA {stage2['nested_balanced_accuracy']:.3f}, QWK {stage2['nested_kappa_quadratic']:.3f}) -> "

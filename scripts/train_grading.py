@@ -50,7 +50,14 @@ sys.path.insert(0, str(REPO))
 from DiscAnalysisLib.grading import metrics  # noqa: E402
 from DiscAnalysisLib.grading.augment import TTA_VARIANTS, random_crop  # noqa: E402
 from DiscAnalysisLib.grading.crop import CROP_SIZE, FOV_FACTOR, extract_crop  # noqa: E402
-from DiscAnalysisLib.grading.model import CHANNELS, build_model, focal_loss, ordinal_emd_loss  # noqa: E402
+from DiscAnalysisLib.grading.model import (  # noqa: E402
+    BACKBONES,
+    CHANNELS,
+    build_model,
+    focal_loss,
+    init_from_segmentation,
+    ordinal_emd_loss,
+)
 from DiscAnalysisLib.grading.predict import fit_temperature  # noqa: E402
 from DiscAnalysisLib.grading.sudirman import (  # noqa: E402
     crop_width,
@@ -101,6 +108,13 @@ def main(argv=None) -> int:
     ap.add_argument("--channels", type=int, nargs=4, default=list(CHANNELS),
                     help="feature channels of the stem and the three blocks (the weights file records them)")
     ap.add_argument("--fov", type=float, default=FOV_FACTOR)
+    ap.add_argument("--backbone", choices=BACKBONES, default="vgg",
+                    help="vgg: the compact CNN trained from scratch; segenc: the segmentation U-Net's encoder")
+    ap.add_argument("--init-segmentation", nargs="?", const="shipped", default=None, metavar="WEIGHTS",
+                    help="with --backbone segenc: start the encoder from the segmentation weights (the shipped, "
+                         "SHA-256-checked file unless a path is given)")
+    ap.add_argument("--backbone-lr-factor", type=float, default=1.0,
+                    help="learning rate of the segenc encoder relative to --lr (the classification head keeps --lr)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the weights' initialisation, batch order and augmentation")
     ap.add_argument("--split-seed", type=int, default=0,
                     help="seed of the patient split; keep 0 (the shipped split) when training another seed, "
@@ -114,6 +128,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.cv_folds and not 0 <= args.fold < args.cv_folds:
         ap.error("--fold must be in 0 .. --cv-folds - 1")
+    if args.backbone != "segenc" and (args.init_segmentation or args.backbone_lr_factor != 1.0):
+        ap.error("--init-segmentation and --backbone-lr-factor apply to --backbone segenc only")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     import torch
@@ -148,10 +164,16 @@ def main(argv=None) -> int:
 
     val_crops = crops_for(val, images, TTA_VARIANTS[:1], args.size, args.fov)
 
-    model = build_model(tuple(args.channels))
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    model = build_model(tuple(args.channels), backbone=args.backbone)
+    if args.init_segmentation:
+        n = init_from_segmentation(model, None if args.init_segmentation == "shipped" else args.init_segmentation)
+        log.info("encoder initialised from the segmentation weights (%d tensors)", n)
+    head = list(model[-1].parameters())
+    body = [p for p in model.parameters() if all(p is not h for h in head)]
+    groups = [{"params": body, "lr": args.lr * args.backbone_lr_factor}, {"params": head, "lr": args.lr}]
+    opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = int(np.ceil(len(train) / args.batch))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=args.epochs * steps_per_epoch, pct_start=0.15)
 
     best = (-np.inf, None, -1)
     n_swa = int(round(args.swa_fraction * args.epochs))
@@ -213,6 +235,7 @@ def main(argv=None) -> int:
         payload = {
             "state_dict": {k: v.float().contiguous() for k, v in state.items()},
             "channels": list(args.channels),
+            "backbone": args.backbone,
             "crop_size": int(args.size),
             "fov_factor": float(args.fov),
             "temperature": float(temperature),

@@ -2,9 +2,13 @@
 
 A compact VGG-style CNN trained from scratch (no pretrained weights are available offline): one 3x3
 convolution (16 channels) then three blocks of two 3x3 convolutions (32, 64, 128 channels), each with
-batch norm + ReLU and 2x2 max pooling, on a 64 x 64 crop; global average pooling, dropout and a linear
+batch norm + ReLU and 2x2 max pooling, on a 64 x 64 (or 96 x 96) crop; global average pooling, dropout and a linear
 layer to the five Pfirrmann grades. About
 0.29 M parameters (1.2 MB as float32), small enough to train on two CPU cores in minutes and to ship.
+
+``backbone="segenc"`` (an experiment of session 6, not shipped) puts the segmentation U-Net's encoder, which can
+start from the shipped segmentation weights, in place of the convolutions; out of fold it grades far worse
+(docs/validation.md, "Session 6: the segmentation network's encoder as a pretrained backbone").
 """
 
 from __future__ import annotations
@@ -19,10 +23,21 @@ def _torch():
     return require("torch", "Pfirrmann grading", "pip install torch (or install the PyTorch Slicer extension)")
 
 
-def build_model(channels: tuple[int, ...] = CHANNELS, dropout: float = 0.3):
+#: Backbones: "vgg" (the network above, trained from scratch) or "segenc" (the encoder of the segmentation
+#: U-Net, see :func:`segmentation_encoder`).
+BACKBONES = ("vgg", "segenc")
+
+
+def build_model(channels: tuple[int, ...] = CHANNELS, dropout: float = 0.3, backbone: str = "vgg"):
     """A fresh (randomly initialised) grading network: input (N, 1, H, W), output logits (N, 5)."""
     torch = _torch()
     nn = torch.nn
+    if backbone == "segenc":
+        encoder = segmentation_encoder()
+        return nn.Sequential(_standardise(), *encoder, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+                             nn.Linear(encoder[-1].residual.out_channels, N_GRADES))
+    if backbone != "vgg":
+        raise ValueError(f"unknown grading backbone {backbone!r}; expected one of {BACKBONES}")
     # One convolution at full resolution, then double-convolution blocks at 1/2, 1/4, 1/8: the costly
     # full-resolution layer is kept single, which halves training time on CPU for the same depth.
     layers = [nn.Conv2d(1, channels[0], 3, padding=1, bias=False), nn.BatchNorm2d(channels[0]), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
@@ -40,6 +55,59 @@ def build_model(channels: tuple[int, ...] = CHANNELS, dropout: float = 0.3):
         c_in = c
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, N_GRADES)]
     return nn.Sequential(*layers)
+
+
+def segmentation_encoder():
+    """The down-sampling path (4 strided residual units and the bottom unit) of the segmentation U-Net.
+
+    Same modules and parameter names as in :func:`DiscAnalysisLib.segmentation.network.build_network`, so
+    the segmentation weights can initialise it (:func:`init_from_segmentation`).
+    """
+    from ..segmentation.network import build_network
+
+    return segmentation_encoder_of(build_network())
+
+
+def init_from_segmentation(model, weights_path: str | None = None) -> int:
+    """Copy the segmentation network's weights (shipped, SHA-256 checked, unless a path is given) into the
+    encoder of a ``backbone="segenc"`` grading model; returns the number of tensors copied."""
+    from ..segmentation.network import load_model
+
+    seg = load_model(weights_path)
+    src = [layer.state_dict() for layer in segmentation_encoder_of(seg)]
+    dst = [m for m in model if hasattr(m, "residual")]
+    if len(src) != len(dst):
+        raise ValueError("grading model is not a segmentation-encoder model")
+    n = 0
+    for d, sd in zip(dst, src, strict=True):
+        d.load_state_dict(sd)
+        n += len(sd)
+    return n
+
+
+def segmentation_encoder_of(seg):
+    """The encoder modules of a built segmentation U-Net (see :func:`segmentation_encoder`)."""
+    layers, m = [], seg.model
+    while True:
+        layers.append(m[0])
+        inner = m[1].submodule
+        if not hasattr(inner, "__getitem__"):
+            layers.append(inner)
+            return layers
+        m = inner
+
+
+def _standardise():
+    """Zero-mean unit-variance per crop: the segmentation network was trained on standardised slices."""
+    torch = _torch()
+
+    class Standardise(torch.nn.Module):
+        def forward(self, x):
+            mu = x.mean(dim=(1, 2, 3), keepdim=True)
+            sd = x.std(dim=(1, 2, 3), keepdim=True)
+            return (x - mu) / (sd + 1e-6)
+
+    return Standardise()
 
 
 def focal_loss(logits, target, alpha=None, gamma: float = 2.0):

@@ -35,9 +35,14 @@ def main() -> None:
     from DiscAnalysisLib.grading.predict import MODEL_FILES
     from DiscAnalysisLib.resources import verified_path
 
-    models = {"shipped": load_model()}
+    shipped = load_model()
+    models = {"shipped": shipped}
+    paths = [verified_path(*m) for m in MODEL_FILES]
+    for size in sorted(set(g[0] for g in shipped.geometries)) if len(set(shipped.geometries)) > 1 else ():
+        members = [p for p, g in zip(paths, shipped.geometries, strict=True) if g[0] == size]
+        models[f"the {size} px members alone"] = load_model(members, temperature=shipped.temperature)
     if len(MODEL_FILES) > 1:  # one member alone, for the ratio ensemble / single
-        models["first member alone"] = load_model(verified_path(*MODEL_FILES[0]))
+        models["first member alone"] = load_model(paths[0])
     for name, model in models.items():
         grade_discs(image, labels, model=model)  # warm-up
         times, cpu = {}, {}
