@@ -131,7 +131,7 @@ def upper_levels(model, data_root: Path, patients) -> dict:
         probs = np.array([np.mean(v, axis=0) for k, v in sorted(acc.items()) if k[1] == level])
         if len(probs):
             out[level] = {"n": int(len(probs)), "grade_counts": np.bincount(probs.argmax(1) + 1, minlength=6)[1:].tolist(),
-                          "mean_confidence": float(probs.max(1).mean())}
+                          "mean_confidence": float(np.mean([model.confidence(p) for p in probs]))}
     return out
 
 
@@ -237,9 +237,11 @@ def main(argv=None) -> int:
             "balanced_accuracy": metrics.balanced_accuracy(y[m], pred[m]),
             "kappa_quadratic": metrics.cohen_kappa(y[m], pred[m], weights="quadratic"),
         }
-    conf = probs.max(1)
+    conf = np.array([model.confidence(p) for p in probs])  # the reported confidence (calibrated when the model has a map)
     calib = {
         "mean_confidence": float(conf.mean()),
+        "mean_largest_probability": float(probs.max(1).mean()),
+        "calibrated": model.confidence_calibration is not None,
         "accuracy": float(np.mean(pred == y)),
         "accuracy_when_confidence_ge_0.5": float(np.mean((pred == y)[conf >= 0.5])) if np.any(conf >= 0.5) else None,
         "fraction_confidence_ge_0.5": float(np.mean(conf >= 0.5)),
@@ -287,7 +289,8 @@ def main(argv=None) -> int:
     lines += ["```", "", "| level | n | balanced accuracy | quadratic kappa |", "|---|---|---|---|"]
     for level, d in per_level.items():
         lines.append(f"| {level} | {d['n']} | {d['balanced_accuracy']:.3f} | {d['kappa_quadratic']:.3f} |")
-    lines += ["", f"Confidence: mean max-probability {calib['mean_confidence']:.3f} vs accuracy {calib['accuracy']:.3f}; "
+    lines += ["", f"Confidence ({'calibrated' if calib['calibrated'] else 'largest probability'}): mean "
+              f"{calib['mean_confidence']:.3f} (largest probability {calib['mean_largest_probability']:.3f}) vs accuracy {calib['accuracy']:.3f}; "
               f"{calib['fraction_confidence_ge_0.5']:.0%} of discs have confidence >= 0.5, accuracy among them "
               f"{calib['accuracy_when_confidence_ge_0.5']:.3f}."]
     lines += ["", "Upper levels (boxed, not graded; predicted grade counts 1-5, mean confidence): " + "; ".join(

@@ -42,6 +42,47 @@ def summary(name: str, probs: np.ndarray, y: np.ndarray) -> dict:
     return row
 
 
+def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: |accuracy - mean confidence| per equal-width bin, weighted by the bin's share."""
+    b = np.minimum((confidence * bins).astype(int), bins - 1)
+    return float(sum(abs(correct[b == i].mean() - confidence[b == i].mean()) * np.mean(b == i) for i in np.unique(b)))
+
+
+def calibrate_confidence(pool: dict, temperature: float) -> None:
+    """How well the largest probability states P(grade right), out of fold at the pair temperature, and two maps
+    checked by nested cross-fitting over the same folds: isotonic (reported; its ends reach exactly 0 and 1 on a
+    few discs, so it is not used) and a two-parameter logistic map P = sigmoid(a * logit(q) + b), printed as
+    ``CONFIDENCE_CALIBRATION`` for DiscAnalysisLib/grading/predict.py (session-6 rule: adopt only if the nested
+    ECE is lower by >= 0.02 and <= 0.05)."""
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+
+    probs, y, folds, _ = per_disc(pool, temperature)
+    conf, correct = probs.max(1), (probs.argmax(1) + 1 == y).astype(int)
+    z = np.log(conf / (1 - conf))[:, None]
+
+    def isotonic(train):
+        fitted = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(conf[train], correct[train])
+        return lambda idx: fitted.predict(conf[idx])
+
+    def logistic(train):
+        fitted = LogisticRegression(C=np.inf).fit(z[train], correct[train])
+        return lambda idx: fitted.predict_proba(z[idx])[:, 1]
+
+    raw = ece(conf, correct)
+    print(f"confidence: accuracy {correct.mean():.3f}; largest probability mean {conf.mean():.3f}, ECE {raw:.3f}")
+    for name, fit in (("isotonic", isotonic), ("logistic", logistic)):
+        nested = np.zeros(len(conf))
+        for f in np.unique(folds):
+            inner = folds != f
+            nested[~inner] = fit(inner)(~inner)
+        cal = ece(nested, correct)
+        print(f"  {name} map (nested): mean {nested.mean():.3f}, ECE {cal:.3f} -> "
+              f"{'passes' if raw - cal >= 0.02 and cal <= 0.05 else 'fails'} the bar")
+    lr = LogisticRegression(C=np.inf).fit(z, correct)
+    print(f"CONFIDENCE_CALIBRATION = ({lr.coef_[0, 0]:.4f}, {lr.intercept_[0]:.4f})")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dirs", nargs=2, type=Path)
@@ -65,7 +106,9 @@ def main(argv=None) -> int:
     if not all(np.array_equal(pools[0][k], pools[1][k]) for k in ("patient", "level", "grade", "fold")):
         raise SystemExit("the two directories list their images in different orders; cannot fit the pair temperature")
     both = np.concatenate([pools[0]["logits"], pools[1]["logits"]], axis=0)  # (variants of both, images, 5)
-    print(f"pair temperature (pooled out-of-fold logits of both networks): {fit_temperature(both, pools[0]['grade'] - 1)!r}")
+    temperature = fit_temperature(both, pools[0]["grade"] - 1)
+    print(f"pair temperature (pooled out-of-fold logits of both networks): {temperature!r}")
+    calibrate_confidence({**pools[0], "logits": both}, temperature)
     return 0
 
 

@@ -55,7 +55,11 @@ class GradingSettings:
 
 @dataclass(frozen=True)
 class GradeResult:
-    """The grade of one disc level (or why there is none)."""
+    """The grade of one disc level (or why there is none).
+
+    ``confidence``: the estimated probability that ``grade`` is right: the largest grade probability, mapped
+    through the shipped ensemble's calibration (:data:`.predict.CONFIDENCE_CALIBRATION`).
+    """
 
     level: str
     status: str
@@ -225,7 +229,7 @@ def _grade_one(level, img, lab, spacing_rc, notes, unit, settings: GradingSettin
         )
     p = np.mean(probs, axis=0)
     grade = int(np.argmax(p)) + 1
-    confidence = float(p.max())
+    confidence = model.confidence(p)
     if confidence < settings.low_confidence:
         qc.append(f"low confidence ({confidence:.2f})")
     if level not in TRAINED_LEVELS:

@@ -6,6 +6,7 @@ of view factor, temperature), loaded with ``torch.load(weights_only=True)`` so n
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass
@@ -38,6 +39,11 @@ MODEL_FILES: tuple[tuple[str, str], ...] = (
 #: out-of-fold logits (scripts/crossfit_grading.py; for the two-recipe ensemble scripts/pair_crossfit_grading.py,
 #: both networks' logits of each out-of-fold image together); a single member uses the temperature in its file.
 ENSEMBLE_TEMPERATURE: float | None = 0.6702254229864318
+#: Calibration of the reported confidence of the shipped ensemble: P(grade right) = sigmoid(a * logit(q) + b), q the
+#: largest grade probability. Fitted by scripts/pair_crossfit_grading.py on the out-of-fold pairs (the largest
+#: probability alone under-states the accuracy by about 0.06; docs/validation.md, "Session 6: a calibrated
+#: confidence"). The probabilities themselves are not changed.
+CONFIDENCE_CALIBRATION: tuple[float, float] | None = (0.8544, 0.3238)
 #: The first member (kept for callers that name one file).
 MODEL_FILE, MODEL_SHA256 = MODEL_FILES[0]
 
@@ -56,6 +62,16 @@ class GradingModel:
     geometries: tuple[tuple[int, float], ...]
     temperature: float
     source: str
+    confidence_calibration: tuple[float, float] | None = None
+
+    def confidence(self, probabilities: np.ndarray) -> float:
+        """The reported confidence of a grade: the largest probability, mapped through ``confidence_calibration``
+        (a, b: sigmoid(a * logit(q) + b)) when the model has one (the shipped ensemble)."""
+        q = float(np.clip(np.max(probabilities), 1e-6, 1 - 1e-6))
+        if self.confidence_calibration is None:
+            return q
+        a, b = self.confidence_calibration
+        return float(1.0 / (1.0 + np.exp(-(a * np.log(q / (1 - q)) + b))))
 
     @property
     def crop_size(self) -> int:
@@ -165,7 +181,8 @@ def _shipped_model() -> GradingModel:
     from ..resources import verified_path
 
     paths = [str(verified_path(f, sha)) for f, sha in MODEL_FILES]
-    return _load(paths, ENSEMBLE_TEMPERATURE if len(paths) > 1 else None)
+    model = _load(paths, ENSEMBLE_TEMPERATURE if len(paths) > 1 else None)
+    return dataclasses.replace(model, confidence_calibration=CONFIDENCE_CALIBRATION)
 
 
 def _load(paths: list[str], temperature: float | None) -> GradingModel:

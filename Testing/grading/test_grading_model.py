@@ -123,6 +123,32 @@ def test_members_with_different_crop_sizes_each_see_their_own_crop():
     assert np.allclose(p, predict.probabilities_from_logits(both, 1.0))
 
 
+def test_reported_confidence_is_the_calibrated_largest_probability():
+    from DiscAnalysisLib.grading.api import grade_discs
+
+    shipped = predict.load_model()
+    a, b = predict.CONFIDENCE_CALIBRATION
+    assert shipped.confidence_calibration == (a, b)
+    qs = np.linspace(0.35, 0.97, 30)  # q stays the largest of (q, (1 - q) / 2, ...)
+    conf = np.array([shipped.confidence(np.array([q, (1 - q) / 2, (1 - q) / 2, 0, 0])) for q in qs])
+    assert np.all(np.diff(conf) > 0) and np.all((conf > 0) & (conf < 1))
+    assert np.allclose(conf, 1 / (1 + np.exp(-(a * np.log(qs / (1 - qs)) + b))))
+    # out of fold the largest probability under-states the accuracy; the map raises mid-range confidences
+    assert shipped.confidence(np.array([0.6, 0.4, 0, 0, 0])) > 0.6
+    # a model loaded from files has no calibration: its confidence is the largest probability
+    single = predict.load_model(REPO_ROOT / "Resources" / predict.MODEL_FILE)
+    assert single.confidence_calibration is None and single.confidence(np.array([0.6, 0.4, 0, 0, 0])) == 0.6
+    # grade_discs reports the model's confidence of the probabilities it reports
+    img = np.full((200, 200), 60.0, np.float32)
+    lab = np.zeros((200, 200), np.uint8)
+    r, c = np.mgrid[:200, :200]
+    disc = ((r - 100) / 8.0) ** 2 + ((c - 100) / 25.0) ** 2 <= 1
+    img[disc], lab[disc] = 200, DISC_LABELS["L4-L5"]
+    res = {g.level: g for g in grade_discs(sitk.GetImageFromArray(img), sitk.GetImageFromArray(lab))}
+    g = res["L4-L5"]
+    assert g.graded and g.confidence == pytest.approx(shipped.confidence(np.array(g.probabilities)))
+
+
 def _test_patients(n):
     return json.loads(SPLIT.read_text())["test"][:n]
 

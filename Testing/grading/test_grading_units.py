@@ -171,6 +171,9 @@ class FakeModel:
         self.calls.append((center_rc, width))
         return self.p.copy(), outside
 
+    def confidence(self, probabilities):
+        return float(np.max(probabilities))
+
 
 def _spine_2d(levels_present=("L3-L4", "L4-L5", "L5-S1"), lowest_at_edge=False):
     shape = (240, 200)
