@@ -168,8 +168,8 @@ def main(argv=None) -> int:
     if args.init_segmentation:
         n = init_from_segmentation(model, None if args.init_segmentation == "shipped" else args.init_segmentation)
         log.info("encoder initialised from the segmentation weights (%d tensors)", n)
-    head = list(model[-1].parameters())
-    body = [p for p in model.parameters() if all(p is not h for h in head)]
+    head = list(model[-1].parameters())  # the final linear layer
+    body = list(model.parameters())[: -len(head)]
     groups = [{"params": body, "lr": args.lr * args.backbone_lr_factor}, {"params": head, "lr": args.lr}]
     opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = int(np.ceil(len(train) / args.batch))

@@ -24,7 +24,7 @@ def _torch():
 
 
 #: Backbones: "vgg" (the network above, trained from scratch) or "segenc" (the encoder of the segmentation
-#: U-Net, see :func:`segmentation_encoder`).
+#: U-Net, see :func:`segmentation_encoder_of`).
 BACKBONES = ("vgg", "segenc")
 
 
@@ -33,7 +33,9 @@ def build_model(channels: tuple[int, ...] = CHANNELS, dropout: float = 0.3, back
     torch = _torch()
     nn = torch.nn
     if backbone == "segenc":
-        encoder = segmentation_encoder()
+        from ..segmentation.network import build_network
+
+        encoder = segmentation_encoder_of(build_network())
         return nn.Sequential(_standardise(), *encoder, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
                              nn.Linear(encoder[-1].residual.out_channels, N_GRADES))
     if backbone != "vgg":
@@ -57,17 +59,6 @@ def build_model(channels: tuple[int, ...] = CHANNELS, dropout: float = 0.3, back
     return nn.Sequential(*layers)
 
 
-def segmentation_encoder():
-    """The down-sampling path (4 strided residual units and the bottom unit) of the segmentation U-Net.
-
-    Same modules and parameter names as in :func:`DiscAnalysisLib.segmentation.network.build_network`, so
-    the segmentation weights can initialise it (:func:`init_from_segmentation`).
-    """
-    from ..segmentation.network import build_network
-
-    return segmentation_encoder_of(build_network())
-
-
 def init_from_segmentation(model, weights_path: str | None = None) -> int:
     """Copy the segmentation network's weights (shipped, SHA-256 checked, unless a path is given) into the
     encoder of a ``backbone="segenc"`` grading model; returns the number of tensors copied."""
@@ -86,7 +77,8 @@ def init_from_segmentation(model, weights_path: str | None = None) -> int:
 
 
 def segmentation_encoder_of(seg):
-    """The encoder modules of a built segmentation U-Net (see :func:`segmentation_encoder`)."""
+    """The down-sampling path of a built segmentation U-Net: its 4 strided residual units and the bottom unit,
+    the same module objects (and parameter names) as in the U-Net, so segmentation weights fit them directly."""
     layers, m = [], seg.model
     while True:
         layers.append(m[0])

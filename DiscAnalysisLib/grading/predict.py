@@ -78,17 +78,14 @@ class GradingModel:
         """Crop size of the first member (members may differ: see ``geometries``)."""
         return self.geometries[0][0]
 
-    @property
-    def fov_factor(self) -> float:
-        return self.geometries[0][1]
-
+    @staticmethod
     def crops(
-        self, slice2d: np.ndarray, center_rc: tuple[float, float], width: float, *,
-        spacing_rc: tuple[float, float] = (1.0, 1.0), tta: bool = True, geometry: tuple[int, float] | None = None,
+        slice2d: np.ndarray, center_rc: tuple[float, float], width: float, geometry: tuple[int, float], *,
+        spacing_rc: tuple[float, float] = (1.0, 1.0), tta: bool = True,
     ) -> tuple[np.ndarray, float]:
-        """The (variants, 1, size, size) input of one disc for one crop geometry (default: the first member's),
+        """The (variants, 1, size, size) input of one disc for one crop geometry (size, field-of-view factor),
         and the fraction of the crop outside the slice."""
-        size, fov = geometry or self.geometries[0]
+        size, fov = geometry
         variants = TTA_VARIANTS if tta else TTA_VARIANTS[:1]
         crops, outside = [], []
         for angle, scale, flip in variants:
@@ -109,7 +106,7 @@ class GradingModel:
         torch = _torch()
         out, outside = [None] * len(self.nets), 0.0
         for geometry in dict.fromkeys(self.geometries):
-            x, o = self.crops(slice2d, center_rc, width, spacing_rc=spacing_rc, tta=tta, geometry=geometry)
+            x, o = self.crops(slice2d, center_rc, width, geometry, spacing_rc=spacing_rc, tta=tta)
             outside = max(outside, o)
             xt = torch.from_numpy(np.ascontiguousarray(x))
             with torch.no_grad():
