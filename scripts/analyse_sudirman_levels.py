@@ -74,9 +74,9 @@ def probabilities(cache: Path | None) -> dict:
     return out
 
 
-def right_levels(entry: dict, pp: PostprocessSettings, judge_net=None) -> tuple[bool, list[str]]:
+def right_levels(entry: dict, pp: PostprocessSettings, judge_net=None, margin: float = 0.0) -> tuple[bool, list[str]]:
     stack = entry["stack"]
-    check = None if judge_net is None else judge.make_check(judge_net, stack.slices, stack.spacing_mm)
+    check = None if judge_net is None else judge.make_check(judge_net, stack.slices, stack.spacing_mm, margin, pp)
     labels_c, _, flags = assign_levels(entry["probs"].astype(np.float32), stack.spacing_mm, pp, lowest_is_l5s1=check)
     pred = from_canonical(entry["stack"], labels_c).squeeze()
     masks = {n: pred == lv.DISC_LABELS[n] for n in lv.DISCS}

@@ -96,11 +96,20 @@ def scores(net, crops: np.ndarray) -> np.ndarray:
         return net(x)[:, 0].numpy().astype(float)
 
 
-def make_check(net, slices: np.ndarray, spacing):
+def make_check(net, slices: np.ndarray, spacing, margin: float = 0.0, settings=None):
     """The question ``assign_levels`` asks (its ``lowest_is_l5s1`` argument): given the disc candidates top to
     bottom, does the judge score the lowest one higher than the disc above it? ``slices``: the canonical
-    stack (n, rows, cols); ``spacing``: (lr, si, ap) in mm."""
+    stack (n, rows, cols); ``spacing``: (lr, si, ap) in mm.
+
+    ``margin`` (logits, session 7): the judge overrides the size/depth rule only when it is that sure. With
+    d = score(lowest) - score(disc above): where the rule would drop the lowest candidate (``assign_levels``
+    then asks whether to keep it) the answer is d > margin; where the rule keeps it (the question is whether to
+    drop it) the answer is d > -margin, i.e. it is dropped only if d < -margin. margin 0 is the session-5 judge.
+    ``settings``: the PostprocessSettings the rule runs with (default settings when None)."""
+    from DiscAnalysisLib.segmentation.postprocess import PostprocessSettings, remnant_rule_drops
+
     sp = np.asarray(spacing, dtype=float)
+    pp = settings or PostprocessSettings()
 
     def lowest_is_l5s1(discs) -> bool:
         gap = disc_spacing_mm(np.array([d.centroid_mm for d in discs]))
@@ -109,6 +118,9 @@ def make_check(net, slices: np.ndarray, spacing):
             k = int(np.clip(round(d.centroid_mm[0] / sp[0]), 0, len(slices) - 1))
             crops.append(crop(slices[k], (sp[1], sp[2]), (d.centroid_mm[1], d.centroid_mm[2]), gap))
         low, above = scores(net, np.stack(crops))
-        return bool(low > above)
+        if margin == 0.0:
+            return bool(low > above)
+        threshold = margin if remnant_rule_drops(discs, pp) else -margin
+        return bool(low - above > threshold)
 
     return lowest_is_l5s1

@@ -171,6 +171,9 @@ def main() -> None:
     ap.add_argument("--cv", type=int, default=0, help="patient folds for an out-of-fold check (0: none)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-final", action="store_true", help="with --cv: stop after the out-of-fold check")
+    ap.add_argument("--save-folds", action="store_true", help="with --cv: keep each fold's network (<out>/fold<k>.pt)")
+    ap.add_argument("--margins", type=float, nargs="*", default=(),
+                    help="with --cv: also count the images named right by V2 with each of these judge margins")
     args = ap.parse_args()
     import torch
 
@@ -185,7 +188,8 @@ def main() -> None:
     if args.cv:
         names = sorted(entries)
         fold_of = {n: i % args.cv for i, n in enumerate(names)}
-        total = {"fired": 0, "rule_right": 0, "judge_right": 0, "cases": [], "naming": {"rule": 0, "v1": 0, "v2": 0}}
+        total = {"fired": 0, "rule_right": 0, "judge_right": 0, "cases": [], "naming": {"rule": 0, "v1": 0, "v2": 0},
+                 "v2_margin": {str(m): 0 for m in args.margins}}
         for f in range(args.cv):
             t0 = time.time()
             net = train([it for it in items if fold_of[it["image"]] != f], args.epochs, args.seed)
@@ -197,12 +201,19 @@ def main() -> None:
             named = whole_image_naming(net, held, pp)
             for k, v in named.items():
                 total["naming"][k] += v
+            for m in args.margins:
+                total["v2_margin"][str(m)] += sum(right_levels(e, pp, net, m)[0] for e in held.values())
+            if args.save_folds:
+                torch.save({k: v.detach().clone() for k, v in net.state_dict().items()}, args.out / f"fold{f}.pt")
             print(f"fold {f}: rule fired {r['fired']}, rule right {r['rule_right']}, judge right {r['judge_right']}; "
                   f"all five levels right (rule / V1 / V2) {named['rule']} / {named['v1']} / {named['v2']} of {len(held)} "
                   f"({time.time() - t0:.0f} s)", flush=True)
         print(f"out of fold: rule fired on {total['fired']} images; the rule alone right on {total['rule_right']}, "
               f"rule + judge right on {total['judge_right']}; all five levels right (rule / V1 / V2) "
               f"{total['naming']['rule']} / {total['naming']['v1']} / {total['naming']['v2']} of {len(entries)}", flush=True)
+        if args.margins:
+            print("out of fold, all five levels right with V2 at margin m: "
+                  + ", ".join(f"m {m}: {v}" for m, v in total["v2_margin"].items()), flush=True)
         report["cv"] = total
         if args.no_final:
             (args.out / "metrics_cv.json").write_text(json.dumps(report, indent=1) + "\n")
