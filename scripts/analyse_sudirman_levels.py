@@ -4,15 +4,16 @@
     DISCANALYSIS_DATA=../shared/data python scripts/analyse_sudirman_levels.py [--cache /tmp/sud_probs.pkl]
 
 For the weak-label (training) and the held-out patients separately: the network runs once per image (shipped
-weights; ``--cache`` keeps the probabilities), then the level assignment runs with the shipped
-post-processing and with the sacral-remnant rule switched off (``sacral_remnant_*`` and
+weights; ``--cache`` keeps the probabilities), then the level assignment runs with the size/depth rule of
+the post-processing and with the sacral-remnant rule switched off (``sacral_remnant_*`` and
 ``uncertain_size_fraction`` = 0). A case is right when each of the five lowest disc boxes holds exactly one
 predicted disc, of its level (as ``evaluate_segmentation.py``). Printed: % right with and without the rule,
 how often the rule fires and is right, the failures with their post-processing flags, and for each image
 where the rule decides the outcome the features a better rule would have to use (size, depth and
 confidence of the dropped candidate relative to the discs above, and its tilt against the disc above).
-``--judge WEIGHTS`` adds the lowest-disc judge experiment (``lowest_disc_judge.py``, both questions) and reports
-its decisions against the rule alone.
+``--judge shipped`` (or a weights file of ``train_lowest_disc_judge.py``) adds the lowest-disc judge
+(``DiscAnalysisLib.segmentation.judge``, both questions, ``--margin``; the product's ``segment_image`` does the
+same since session 7) and reports its decisions against the rule alone.
 Nothing here changes the product; docs/validation.md (Issue 4, Sudirman) has the results.
 """
 
@@ -31,13 +32,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-import lowest_disc_judge as judge  # noqa: E402
 import segmentation_data as sd  # noqa: E402
 
 from DiscAnalysisLib import levels as lv  # noqa: E402
 from DiscAnalysisLib.image_io import read_image  # noqa: E402
 from DiscAnalysisLib.progress import Progress  # noqa: E402
-from DiscAnalysisLib.segmentation import api, network  # noqa: E402
+from DiscAnalysisLib.segmentation import (  # noqa: E402
+    api,
+    judge,  # noqa: E402
+    network,
+)
 from DiscAnalysisLib.segmentation.postprocess import (  # noqa: E402
     JUDGE_DROPPED_FLAG,
     JUDGE_KEPT_FLAG,
@@ -101,15 +105,17 @@ def candidate_features(entry: dict, pp: PostprocessSettings) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, default=None, help="pickle of the network probabilities (read or written)")
-    ap.add_argument("--judge", default=None, help="weights of the lowest-disc judge experiment "
-                    "(train_lowest_disc_judge.py) to add to the rule (default: the rule alone, as shipped)")
+    ap.add_argument("--judge", default=None, help="'shipped' or weights of train_lowest_disc_judge.py: the lowest-disc "
+                    "judge to add to the rule (default: the rule alone)")
+    ap.add_argument("--margin", type=float, default=judge.MARGIN,
+                    help="with --judge: its margin (judge.make_check; default the shipped one, 0 = session 5)")
     args = ap.parse_args()
-    judge_net = judge.load_judge(args.judge) if args.judge else None
+    judge_net = None if not args.judge else judge.load_judge(None if args.judge == "shipped" else args.judge)
     shipped = PostprocessSettings()
     no_rule = dataclasses.replace(shipped, sacral_remnant_fraction=0.0, sacral_remnant_depth=0.0,
                                   uncertain_size_fraction=0.0)
     for split, entries in probabilities(args.cache).items():
-        res = {n: (right_levels(e, shipped, judge_net), right_levels(e, no_rule)[0]) for n, e in entries.items()}
+        res = {n: (right_levels(e, shipped, judge_net, args.margin), right_levels(e, no_rule)[0]) for n, e in entries.items()}
         n = len(res)
         ok = sum(r[0][0] for r in res.values())
         ok_off = sum(r[1] for r in res.values())

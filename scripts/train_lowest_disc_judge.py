@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train the lowest-disc judge (``scripts/lowest_disc_judge.py``, an experiment) on pfirrmann_sudirman weak labels.
+"""Train the lowest-disc judge (``DiscAnalysisLib.segmentation.judge``) on pfirrmann_sudirman weak labels.
 
     DISCANALYSIS_DATA=../shared/data python scripts/train_lowest_disc_judge.py --cache runs/sud_probs.pkl \
         --out runs/judge [--cv 5 --no-final]
@@ -20,8 +20,11 @@ size/depth rule fires, and on how many images all five levels are named right by
 judge where the rule fires (V1), and with V1 plus the judge's veto on a lowest candidate that the rule keeps
 (V2: both questions; ``PostprocessSettings.judge_drops_kept``); then the final network is trained on all
 training images and written to ``<out>/lowest_disc_judge.pt`` (evaluate it with ``analyse_sudirman_levels.py
---judge`` and ``check_lowest_disc_judge.py``). Nothing ships: the judge did not pass its rule
-(docs/validation.md, Issue 4, session 5).
+--judge`` and ``check_lowest_disc_judge.py``). ``--save-folds`` keeps the fold networks and ``--margins`` counts,
+out of fold, the images named right with each judge margin (how the shipped margin was chosen). The shipped
+``Resources/Models/lowest_disc_judge.pt`` is the final network of this recipe (session 5, seed 0; SHA-256 in
+``judge.WEIGHTS_SHA256``); the judge passed its shipping rule in session 7 with margin 4 (docs/validation.md,
+Issue 4, sessions 5 and 7).
 """
 
 from __future__ import annotations
@@ -39,10 +42,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import lowest_disc_judge as judge  # noqa: E402
 from analyse_sudirman_levels import probabilities, right_levels  # noqa: E402
 
 from DiscAnalysisLib.resources import sha256_of  # noqa: E402
+from DiscAnalysisLib.segmentation import judge  # noqa: E402
 from DiscAnalysisLib.segmentation.postprocess import (  # noqa: E402
     PostprocessSettings,
     argmax_classes,
@@ -146,7 +149,7 @@ def pairwise_decisions(net, entries: dict, pp: PostprocessSettings) -> dict:
         res["fired"] += 1
         res["rule_right"] += int(not low_is_l5s1)
         res["judge_right"] += int(keep == low_is_l5s1)
-        res["cases"].append((name, low_is_l5s1, bool(keep)))
+        res["cases"].append((name, bool(low_is_l5s1), bool(keep)))
     return res
 
 

@@ -32,6 +32,9 @@ def add_parser(sub) -> None:
         "annotations; 0.5 = the network's argmax, closer to more generous outlines)",
     )
     p.add_argument("--tta", action="store_true", help="test-time augmentation (intensity variants; ~3x slower)")
+    p.add_argument("--no-level-judge", action="store_true",
+                   help="name the levels with the size/depth rule alone, without the lowest-disc judge's second "
+                   "opinion on which disc is L5-S1 (the behaviour before the judge was added; see Resources/Models/README.md)")
     p.set_defaults(handler=run)
 
 
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         if not 0.0 < args.outline_probability < 1.0:
             raise InputError("--outline-probability must be between 0 and 1 (e.g. 0.95 or 0.5).")
         post = PostprocessSettings(disc_outline_probability=args.outline_probability)
-    settings = SegmentationSettings(pixel_spacing_mm=args.pixel_spacing_mm, tta=args.tta, postprocess=post)
+    settings = SegmentationSettings(pixel_spacing_mm=args.pixel_spacing_mm, tta=args.tta, postprocess=post,
+                                    level_judge=not args.no_level_judge)
     with progress_callback(args, "segment") as cb:
         result = segment_image(image, settings, cb)
     write_image(result.labels, args.out)

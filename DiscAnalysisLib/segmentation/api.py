@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..progress import Progress, ProgressCallback
-from . import network
+from . import judge, network
 from .csf import CsfSettings, label_csf
 from .postprocess import LevelRow, PostprocessSettings, assign_levels
 from .preprocess import (
@@ -34,6 +34,9 @@ class SegmentationSettings:
     ``weights_path``/``weights_sha256``: use other weights than the shipped ones (research use).
     ``csf``: add the CSF of the spinal canal (label 61), the reference tissue of the markers' signal
     intensity difference, by the rule of :mod:`.csf` (``None``: leave CSF out).
+    ``level_judge``: ask the lowest-disc judge (:mod:`.judge`) when the size/depth rule decides which candidate
+    is L5-S1; it overrides the rule only when its score difference exceeds ``judge_margin`` (logits). False: the
+    rule alone (the behaviour before session 7).
     """
 
     pixel_spacing_mm: float | None = None
@@ -43,6 +46,8 @@ class SegmentationSettings:
     weights_sha256: str | None = None
     postprocess: PostprocessSettings = field(default_factory=PostprocessSettings)
     csf: CsfSettings | None = field(default_factory=CsfSettings)
+    level_judge: bool = True
+    judge_margin: float = judge.MARGIN
 
     def to_row(self) -> dict:
         return {
@@ -51,6 +56,8 @@ class SegmentationSettings:
             "weights": self.weights_path or network.WEIGHTS_FILE,
             **self.postprocess.to_row(),
             "csf_reference": self.csf is not None,
+            "level_judge": self.level_judge,
+            "judge_margin": self.judge_margin if self.level_judge else None,
         }
 
 
@@ -121,7 +128,11 @@ def segment_image(
     prog = Progress.wrap(progress)
     stack, probs = _infer(image, settings, net, prog)
     prog.report(0.9, "naming levels")
-    labels_c, rows, flags = assign_levels(probs, stack.spacing_mm, settings.postprocess)
+    check = None
+    if settings.level_judge:
+        check = judge.make_check(judge.shipped_judge(), stack.slices, stack.spacing_mm, settings.judge_margin,
+                                 settings.postprocess)
+    labels_c, rows, flags = assign_levels(probs, stack.spacing_mm, settings.postprocess, lowest_is_l5s1=check)
     flags = list(flags)
     if not stack.spacing_known:
         flags.append("spacing_assumed")

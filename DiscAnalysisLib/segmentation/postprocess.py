@@ -29,9 +29,9 @@ from .network import DISC, VERTEBRA
 #: Image flag: a disc-like structure below the kept L5-S1 was dropped as the sacral remnant but was large and deep
 #: enough to be a thin, degenerated L5-S1; check the level names (they may all be one level too low).
 LEVEL_DOUBT_FLAG = "level_naming_uncertain:disc_below_L5-S1_dropped"
-#: Image flags of the ``lowest_is_l5s1`` hook of assign_levels (research use): it kept a thin lowest disc that the
-#: size/depth rule would have dropped as the sacral remnant, or it dropped a lowest candidate that the rule kept
-#: (a large remnant or a structure below the spine).
+#: Image flags of the ``lowest_is_l5s1`` hook of assign_levels (the lowest-disc judge, :mod:`.judge`): it kept a
+#: thin lowest disc that the size/depth rule would have dropped as the sacral remnant, or it dropped a lowest
+#: candidate that the rule kept (a large remnant or a structure below the spine). Check the level names.
 JUDGE_KEPT_FLAG = "lowest_disc_kept_by_judge"
 JUDGE_DROPPED_FLAG = "lowest_candidate_dropped_by_judge"
 
@@ -96,7 +96,7 @@ class PostprocessSettings:
     #: of the misnamed images where the rule fired (docs/validation.md, Issue 4, session 3).
     remnant_doubt_size_fraction: float = 0.45
     remnant_doubt_depth_fraction: float = 0.65
-    #: Which of its two questions a ``lowest_is_l5s1`` hook of assign_levels may answer (research use): keep a
+    #: Which of its two questions a ``lowest_is_l5s1`` hook of assign_levels may answer: keep a
     #: lowest disc the rule would drop, and drop a lowest candidate the rule keeps.
     judge_keeps_dropped: bool = True
     judge_drops_kept: bool = True
@@ -439,11 +439,11 @@ def assign_levels(
     """Label values (canonical layout), one row per lumbar level, and whole-image flags.
 
     ``probs``: (n_slices, classes, rows, cols) softmax output; ``spacing``: (lr, si, ap) in mm.
-    ``lowest_is_l5s1`` (research hook; the product passes None, the size/depth rule alone): a second opinion
+    ``lowest_is_l5s1`` (``segment_image`` passes the lowest-disc judge; None: the size/depth rule alone): a second opinion
     asked about the lowest of at least three disc candidates (top to bottom): is it L5-S1 rather than the disc
     above it? Where the rule keeps that candidate, "no" drops it (``settings.judge_drops_kept``, flag
     ``JUDGE_DROPPED_FLAG``); where the rule would drop it, "yes" keeps it (``settings.judge_keeps_dropped``,
-    flag ``JUDGE_KEPT_FLAG``). ``scripts/lowest_disc_judge.py`` (a session-5 experiment) provides one.
+    flag ``JUDGE_KEPT_FLAG``). :func:`.judge.make_check` provides one.
     """
     settings = settings or PostprocessSettings()
     sp = np.asarray(spacing, dtype=float)

@@ -1,5 +1,5 @@
-"""The lowest_is_l5s1 hook of assign_levels (both questions) and the lowest-disc judge experiment
-(scripts/lowest_disc_judge.py: crop geometry, the pairwise check)."""
+"""The lowest_is_l5s1 hook of assign_levels (both questions) and the lowest-disc judge
+(DiscAnalysisLib.segmentation.judge: crop geometry, the pairwise check and its margin, the shipped weights)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from test_segmentation_postprocess import probs_of, spine
 
-from conftest import load_script
 from DiscAnalysisLib import levels as lv
+from DiscAnalysisLib.errors import InputError
+from DiscAnalysisLib.segmentation import judge
 from DiscAnalysisLib.segmentation.postprocess import (
     JUDGE_DROPPED_FLAG,
     JUDGE_KEPT_FLAG,
@@ -18,7 +19,6 @@ from DiscAnalysisLib.segmentation.postprocess import (
 )
 
 SP = (1.0, 1.0, 1.0)
-judge = load_script("scripts/lowest_disc_judge.py")
 
 
 def thin_l5s1_image():
@@ -118,9 +118,41 @@ def test_make_check_compares_the_lowest_disc_with_the_one_above():
             calls.append(tuple(x.shape))
             return self.out
 
-    assert judge.make_check(Spy(1.0, 0.0), cls.astype(np.float32), SP)(_discs(cls)) is True
-    assert judge.make_check(Spy(0.0, 1.0), cls.astype(np.float32), SP)(_discs(cls)) is False
+    assert judge.make_check(Spy(1.0, 0.0), cls.astype(np.float32), SP, margin=0.0)(_discs(cls)) is True
+    assert judge.make_check(Spy(0.0, 1.0), cls.astype(np.float32), SP, margin=0.0)(_discs(cls)) is False
     assert calls == [(2, 1, judge.CROP_PX, judge.CROP_PX)] * 2
+
+
+class _Fixed:
+    """A judge network stand-in that scores (lowest, above) as given."""
+
+    def __init__(self, low, above):
+        import torch
+
+        self.out = torch.tensor([[low], [above]])
+
+    def __call__(self, x):
+        return self.out
+
+
+@pytest.mark.parametrize(("low", "above", "kept"), [(5.0, 0.0, True), (3.0, 0.0, False), (-3.0, 0.0, False)])
+def test_margin_keeps_a_thin_disc_the_rule_drops_only_when_the_judge_is_sure(low, above, kept):
+    cls, _ = thin_l5s1_image()
+    discs = _discs(cls)
+    from DiscAnalysisLib.segmentation.postprocess import remnant_rule_drops
+
+    assert remnant_rule_drops(discs, PostprocessSettings())  # so the question is "keep it?"
+    assert judge.make_check(_Fixed(low, above), cls.astype(np.float32), SP, margin=4.0)(discs) is kept
+
+
+@pytest.mark.parametrize(("low", "above", "kept"), [(-5.0, 0.0, False), (-3.0, 0.0, True), (3.0, 0.0, True)])
+def test_margin_drops_a_candidate_the_rule_keeps_only_when_the_judge_is_sure(low, above, kept):
+    cls, _ = spine(n_discs=6, sacrum=True)
+    discs = _discs(cls)
+    from DiscAnalysisLib.segmentation.postprocess import remnant_rule_drops
+
+    assert not remnant_rule_drops(discs, PostprocessSettings())  # so the question is "drop it?"
+    assert judge.make_check(_Fixed(low, above), cls.astype(np.float32), SP, margin=4.0)(discs) is kept
 
 
 def _discs(cls):
@@ -135,3 +167,67 @@ def test_judge_weights_round_trip(tmp_path):
     path = tmp_path / "judge.pt"
     torch.save(judge.build_network().state_dict(), path)
     assert judge.scores(judge.load_judge(str(path)), np.zeros((2, judge.CROP_PX, judge.CROP_PX), np.float32)).shape == (2,)
+
+
+def test_shipped_judge_is_checked_and_loads():
+    net = judge.load_judge()  # the shipped file, after its SHA-256 check
+    assert judge.scores(net, np.zeros((2, judge.CROP_PX, judge.CROP_PX), np.float32)).shape == (2,)
+    assert judge.shipped_judge() is judge.shipped_judge()
+
+
+def test_judge_weights_with_a_wrong_checksum_or_shape_are_refused(tmp_path):
+    import torch
+
+    path = tmp_path / "judge.pt"
+    torch.save(judge.build_network().state_dict(), path)
+    with pytest.raises(InputError, match="SHA-256"):
+        judge.load_judge(str(path), expected_sha256="0" * 64)
+    torch.save({"weight": torch.zeros(3)}, path)
+    with pytest.raises(InputError, match="does not match the lowest-disc judge"):
+        judge.load_judge(str(path))
+
+
+def test_segment_image_asks_the_shipped_judge_unless_switched_off(monkeypatch):
+    """Wiring: segment_image passes the judge to assign_levels (a stand-in that vetoes the lowest disc moves every
+    name up and flags it); level_judge=False is the rule alone; the real shipped judge leaves the phantom's names."""
+    import SimpleITK as sitk
+
+    from DiscAnalysisLib.phantom import PhantomSettings, make_phantom
+    from DiscAnalysisLib.segmentation.api import SegmentationSettings, segment_image
+
+    ph = make_phantom(PhantomSettings())
+    truth = sitk.GetArrayFromImage(ph.labels)
+    real = segment_image(ph.t2w)
+    assert not any("judge" in f for f in real.flags)
+    lab = sitk.GetArrayFromImage(real.labels)
+    l5s1 = truth == lv.DISC_LABELS["L5-S1"]
+    assert np.mean(lab[l5s1] == lv.DISC_LABELS["L5-S1"]) > 0.5
+
+    monkeypatch.setattr(judge, "shipped_judge", lambda: _Fixed(-10.0, 0.0))
+    vetoed = segment_image(ph.t2w)
+    assert JUDGE_DROPPED_FLAG in vetoed.flags
+    lab_v = sitk.GetArrayFromImage(vetoed.labels)
+    l4l5 = truth == lv.DISC_LABELS["L4-L5"]
+    assert np.mean(lab_v[l4l5] == lv.DISC_LABELS["L5-S1"]) > 0.5  # every name one level up
+    off = segment_image(ph.t2w, SegmentationSettings(level_judge=False))
+    assert JUDGE_DROPPED_FLAG not in off.flags
+    assert np.array_equal(sitk.GetArrayFromImage(off.labels), lab)
+    assert SegmentationSettings().to_row()["judge_margin"] == judge.MARGIN
+
+
+def test_cli_segment_can_switch_the_judge_off(tmp_path):
+    import json
+
+    import SimpleITK as sitk
+
+    from DiscAnalysisLib.cli.main import main
+    from DiscAnalysisLib.phantom import PhantomSettings, make_phantom
+
+    img = tmp_path / "t2w.nrrd"
+    sitk.WriteImage(make_phantom(PhantomSettings()).t2w, str(img))
+    for extra, expected in (([], True), (["--no-level-judge"], False)):
+        qc = tmp_path / f"qc{len(extra)}.json"
+        assert main(["--progress", "none", "segment", str(img), "--out", str(tmp_path / "lab.nrrd"), "--qc", str(qc), *extra]) == 0
+        settings = json.loads(qc.read_text())["settings"]
+        assert settings["level_judge"] is expected
+        assert settings["judge_margin"] == (judge.MARGIN if expected else None)

@@ -1,27 +1,32 @@
-"""The lowest-disc judge: a learned second opinion on which disc candidate is L5-S1 (session-5 experiment,
-not part of the product: it did not pass its shipping rule, docs/validation.md, Issue 4, session 5).
+"""The lowest-disc judge: a learned second opinion on which disc candidate is L5-S1.
 
 The level names are counted upward from L5-S1, so everything rests on which disc candidate is L5-S1. Two
 things go wrong at the bottom of the column (docs/validation.md, Issue 4, "Where the level naming fails"):
 a thin, degenerated L5-S1 looks like the small rudimentary S1-S2 disc inside the sacrum, which the size/depth
 rule of ``assign_levels`` drops; and a large S1-S2 remnant or a pelvic structure below the spine passes that
 rule and is named L5-S1. Either shifts every name by one level. No hand-made feature of the candidate
-separates these cases; the anatomy around it might (a lumbar body above a real L5-S1, the sacrum above a
+separates these cases; the anatomy around it does (a lumbar body above a real L5-S1, the sacrum above a
 remnant).
 
-The judge is a small CNN (0.6 MB) that sees a wide crop around a disc candidate (three disc spacings, so the
-bodies above and below are in view) on the candidate's own sagittal slice and returns a logit for "this is
-L5-S1". :func:`make_check` turns it into the question ``assign_levels`` can ask about the lowest candidate
-(its ``lowest_is_l5s1`` argument): does it score higher than the disc above it? Comparing two crops of the
-same image makes the answer insensitive to a shift of the scores on another scanner. Where the size/depth rule
-would drop the lowest candidate, a "yes" keeps it (V1); where the rule keeps it, a "no" drops it (V2,
-``PostprocessSettings.judge_drops_kept``).
+The judge is a small CNN (0.6 MB, ``Resources/Models/lowest_disc_judge.pt``) that sees a wide crop around a
+disc candidate (three disc spacings, so the bodies above and below are in view) on the candidate's own sagittal
+slice and returns a logit for "this is L5-S1". :func:`make_check` turns it into the question ``assign_levels``
+asks about the lowest candidate (its ``lowest_is_l5s1`` argument): does it score higher than the disc above it?
+Comparing two crops of the same image makes the answer insensitive to a shift of the scores on another scanner.
+It overrides the size/depth rule only when it is clearly sure (:data:`MARGIN`): a lowest candidate the rule
+would drop is kept, and one the rule keeps is dropped, only when the score difference exceeds the margin in the
+judge's direction. Both overrides leave an image flag (``postprocess.JUDGE_KEPT_FLAG`` /
+``JUDGE_DROPPED_FLAG``).
 
 Trained by ``scripts/train_lowest_disc_judge.py`` on the pfirrmann_sudirman weak-label (training) patients
-only; evaluated by ``scripts/analyse_sudirman_levels.py --judge`` and ``scripts/check_lowest_disc_judge.py``.
+only; the margin was chosen out of fold on those patients and the shipped judge checked on held-out Sudirman
+patients, lumbar_t2_3d, radiospineomics, BianqueNet and the demo phantom (docs/validation.md, Issue 4,
+sessions 5 and 7).
 """
 
 from __future__ import annotations
+
+from functools import cache
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -29,6 +34,12 @@ from scipy import ndimage as ndi
 #: Crop side in pixels and as a multiple of the median disc-to-disc distance.
 CROP_PX = 64
 CROP_SPACINGS = 3.0
+#: The shipped judge (``scripts/train_lowest_disc_judge.py``; model card ``Resources/Models/README.md``).
+WEIGHTS_FILE = "Models/lowest_disc_judge.pt"
+WEIGHTS_SHA256 = "707bc4cf2a7be639355c7ddae489521fe4462fe4c29200206f46203b934e3886"
+#: Logit margin of the shipped judge: the largest of {0, 0.5, 1, 1.5, 2, 3, 4} that still named at least 5 more
+#: of the 311 training images right than the rule alone, out of fold (290 against 280; docs/validation.md).
+MARGIN = 4.0
 
 
 def disc_spacing_mm(centroids_mm: np.ndarray) -> float:
@@ -77,14 +88,30 @@ def build_network():
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(64, 1))
 
 
-def load_judge(path: str):
-    """The judge network from a weights file written by train_lowest_disc_judge.py, in eval mode."""
-    import torch
+def load_judge(path: str | None = None, expected_sha256: str | None = None):
+    """The judge network in eval mode: the shipped file (SHA-256 checked) when ``path`` is None, else a file
+    written by train_lowest_disc_judge.py (checked when ``expected_sha256`` is given)."""
+    from ..errors import InputError, require
+    from ..resources import sha256_of, verified_path
 
+    torch = require("torch", "Segmentation", "pip install torch")
+    if path is None:
+        path = str(verified_path(WEIGHTS_FILE, WEIGHTS_SHA256))
+    elif expected_sha256 is not None and sha256_of(path) != expected_sha256:
+        raise InputError(f"Judge weights {path} failed their SHA-256 check; the file is corrupted or was replaced.")
     net = build_network()
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    try:
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except RuntimeError as exc:
+        raise InputError(f"Weights file {path} does not match the lowest-disc judge ({str(exc)[:200]}).") from None
     net.eval()
     return net
+
+
+@cache
+def shipped_judge():
+    """The shipped judge, loaded once per process."""
+    return load_judge()
 
 
 def scores(net, crops: np.ndarray) -> np.ndarray:
@@ -96,28 +123,34 @@ def scores(net, crops: np.ndarray) -> np.ndarray:
         return net(x)[:, 0].numpy().astype(float)
 
 
-def make_check(net, slices: np.ndarray, spacing, margin: float = 0.0, settings=None):
+def make_check(net, slices: np.ndarray, spacing, margin: float = MARGIN, settings=None):
     """The question ``assign_levels`` asks (its ``lowest_is_l5s1`` argument): given the disc candidates top to
     bottom, does the judge score the lowest one higher than the disc above it? ``slices``: the canonical
     stack (n, rows, cols); ``spacing``: (lr, si, ap) in mm.
 
-    ``margin`` (logits, session 7): the judge overrides the size/depth rule only when it is that sure. With
+    ``margin`` (logits): the judge overrides the size/depth rule only when it is that sure. With
     d = score(lowest) - score(disc above): where the rule would drop the lowest candidate (``assign_levels``
     then asks whether to keep it) the answer is d > margin; where the rule keeps it (the question is whether to
     drop it) the answer is d > -margin, i.e. it is dropped only if d < -margin. margin 0 is the session-5 judge.
     ``settings``: the PostprocessSettings the rule runs with (default settings when None)."""
-    from DiscAnalysisLib.segmentation.postprocess import PostprocessSettings, remnant_rule_drops
+    from .postprocess import PostprocessSettings, remnant_rule_drops
 
     sp = np.asarray(spacing, dtype=float)
     pp = settings or PostprocessSettings()
 
+    known: dict[tuple, float] = {}  # score per (candidate, disc spacing): assign_levels may ask twice per image
+
     def lowest_is_l5s1(discs) -> bool:
         gap = disc_spacing_mm(np.array([d.centroid_mm for d in discs]))
-        crops = []
-        for d in (discs[-1], discs[-2]):
-            k = int(np.clip(round(d.centroid_mm[0] / sp[0]), 0, len(slices) - 1))
-            crops.append(crop(slices[k], (sp[1], sp[2]), (d.centroid_mm[1], d.centroid_mm[2]), gap))
-        low, above = scores(net, np.stack(crops))
+        keys = [(*map(float, d.centroid_mm), gap) for d in (discs[-1], discs[-2])]
+        todo = [(key, d) for key, d in zip(keys, (discs[-1], discs[-2]), strict=True) if key not in known]
+        if todo:
+            crops = []
+            for _, d in todo:
+                k = int(np.clip(round(d.centroid_mm[0] / sp[0]), 0, len(slices) - 1))
+                crops.append(crop(slices[k], (sp[1], sp[2]), (d.centroid_mm[1], d.centroid_mm[2]), gap))
+            known.update(zip((key for key, _ in todo), scores(net, np.stack(crops)), strict=True))
+        low, above = (known[key] for key in keys)
         if margin == 0.0:
             return bool(low > above)
         threshold = margin if remnant_rule_drops(discs, pp) else -margin
