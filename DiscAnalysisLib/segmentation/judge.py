@@ -104,8 +104,30 @@ def load_judge(path: str | None = None, expected_sha256: str | None = None):
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except RuntimeError as exc:
         raise InputError(f"Weights file {path} does not match the lowest-disc judge ({str(exc)[:200]}).") from None
-    net.eval()
-    return net
+    return for_inference(net.eval())
+
+
+def for_inference(net):
+    """The network in eval mode with each BatchNorm folded into the convolution before it and the weights in
+    channels-last layout: the same function (logits agree to ~1e-6) in about 60 % of the time on CPU
+    (Testing/benchmarks/bench_segmentation.py). ``scores`` feeds it channels-last input."""
+    import torch
+    import torch.nn as nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    def fold(seq):
+        mods, out = list(seq), []
+        while mods:
+            m = mods.pop(0)
+            if isinstance(m, nn.Sequential):
+                out.append(fold(m))
+            elif isinstance(m, nn.Conv2d) and mods and isinstance(mods[0], nn.BatchNorm2d):
+                out.append(fuse_conv_bn_eval(m, mods.pop(0)))
+            else:
+                out.append(m)
+        return nn.Sequential(*out)
+
+    return fold(net.eval()).eval().to(memory_format=torch.channels_last)
 
 
 @cache
@@ -118,9 +140,9 @@ def scores(net, crops: np.ndarray) -> np.ndarray:
     """Logits "this candidate is L5-S1" for crops (n, CROP_PX, CROP_PX)."""
     import torch
 
-    with torch.no_grad():
+    with torch.inference_mode():
         x = torch.from_numpy(np.ascontiguousarray(crops[:, None], dtype=np.float32))
-        return net(x)[:, 0].numpy().astype(float)
+        return net(x.to(memory_format=torch.channels_last))[:, 0].numpy().astype(float)
 
 
 def make_check(net, slices: np.ndarray, spacing, margin: float = MARGIN, settings=None):

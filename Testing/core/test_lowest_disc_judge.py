@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 from test_segmentation_postprocess import probs_of, spine
 
 from DiscAnalysisLib import levels as lv
@@ -173,6 +174,27 @@ def test_shipped_judge_is_checked_and_loads():
     net = judge.load_judge()  # the shipped file, after its SHA-256 check
     assert judge.scores(net, np.zeros((2, judge.CROP_PX, judge.CROP_PX), np.float32)).shape == (2,)
     assert judge.shipped_judge() is judge.shipped_judge()
+
+
+def test_inference_form_of_the_judge_computes_the_same_logits():
+    """load_judge folds BatchNorm into the convolutions (for speed): the shipped weights, loaded plainly, give the
+    same logits on real-looking crops (smooth blobs) to well under the margin's scale."""
+    import torch
+
+    from DiscAnalysisLib.resources import verified_path
+
+    plain = judge.build_network()
+    plain.load_state_dict(torch.load(verified_path(judge.WEIGHTS_FILE, judge.WEIGHTS_SHA256), weights_only=True))
+    plain.eval()
+    rng = np.random.default_rng(3)
+    crops = np.stack([ndi.gaussian_filter(rng.random((judge.CROP_PX, judge.CROP_PX)), s) for s in (1, 2, 3, 4)])
+    crops = (crops - crops.min()) / (crops.max() - crops.min())
+    with torch.no_grad():
+        want = plain(torch.from_numpy(crops[:, None].astype(np.float32)))[:, 0].numpy()
+    got = judge.scores(judge.load_judge(), crops)
+    assert np.abs(got - want).max() < 1e-4
+    assert np.ptp(want) > 0.1  # the crops tell the network something (the comparison is not of constants)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in judge.load_judge().modules())
 
 
 def test_judge_weights_with_a_wrong_checksum_or_shape_are_refused(tmp_path):
