@@ -3,6 +3,7 @@
 
     DISCANALYSIS_DATA=../shared/data python scripts/stress_acquisition.py grading [--conditions ...]
     DISCANALYSIS_DATA=../shared/data python scripts/stress_acquisition.py levels  [--conditions ...]
+    DISCANALYSIS_DATA=../shared/data python scripts/stress_acquisition.py export --conditions combined --out /tmp/stress
 
 The issues' external checks use scans from scanners we do not have. This script re-runs the shipped product on
 held-out pfirrmann_sudirman images after plausible acquisition changes, applied to the whole image before
@@ -179,9 +180,39 @@ def run_levels(names: list[str]) -> dict:
     return results
 
 
+def export(names: list[str], out: Path) -> None:
+    """8-bit PNG copies of the grading test patients' images under each condition, laid out like pfirrmann_sudirman
+    (boxes and grades linked, not copied), for the end-to-end scripts: ``compare_signal_grade.py --data OUT/NAME``.
+    For evaluation only: write them outside the repository and delete them after use."""
+    from PIL import Image
+
+    from DiscAnalysisLib.grading.sudirman import patient_of
+
+    src = DATA / "pfirrmann_sudirman"
+    test = set(json.loads((REPO / "Resources" / "Models" / "pfirrmann_split.json").read_text())["test"])
+    for name in names:
+        fn, _ = CONDITIONS[name]
+        root = out / name.replace(" ", "_").replace("/", "-").replace("%", "pct")
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        for entry in ("boxes", "PfirrmannGrade.csv", "boxes_classes.yaml"):
+            if (src / entry).exists() and not (root / entry).exists():
+                (root / entry).symlink_to((src / entry).resolve())
+        n = 0
+        for png in sorted((src / "images").glob("*.png")):
+            if patient_of(png) not in test:
+                continue
+            with Image.open(png) as im:
+                arr = np.asarray(im.convert("L"), dtype=np.float32)
+            changed = np.clip(np.round(fn(arr, _seed(str(png)))), 0, 255).astype(np.uint8)
+            Image.fromarray(changed).save(root / "images" / png.name)
+            n += 1
+        print(f"{name}: {n} images -> {root}", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=("grading", "levels"))
+    ap.add_argument("part", choices=("grading", "levels", "export"))
+    ap.add_argument("--out", type=Path, default=None, help="export: folder for the changed copies (outside the repository)")
     ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS), metavar="NAME")
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=1)
@@ -191,6 +222,11 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     names = ["clean"] + [n for n in args.conditions if n != "clean"]
+    if args.part == "export":
+        if args.out is None:
+            raise SystemExit("export needs --out FOLDER (outside the repository)")
+        export([n for n in args.conditions], args.out)
+        return 0
     out = run_grading(names, args.n_boot) if args.part == "grading" else run_levels(names)
     if args.json:
         tmp = args.json.with_suffix(".tmp")
