@@ -127,6 +127,21 @@ def read_boxes(image_path: Path, shape) -> list[tuple[float, float, float, float
     return sd.sudirman_disc_boxes(image_path, shape)
 
 
+def discs_in_boxes(pred: np.ndarray, boxes) -> dict[str, tuple[bool, bool]]:
+    """Per lumbar disc level, top to bottom, for the five lowest ``boxes`` (row0, row1, col0, col1): does the box
+    hold exactly one predicted disc (by centroid), and is it of that level? ``pred``: a 2D labelmap."""
+    discs = []
+    for name in lv.DISCS:
+        m = pred == lv.DISC_LABELS[name]
+        if m.any():
+            discs.append((name, ndi.center_of_mass(m)))
+    out = {}
+    for name, (r0, r1, c0, c1) in zip(lv.DISCS, boxes[-5:], strict=True):
+        inside = [n for n, (r, c) in discs if r0 <= r <= r1 and c0 <= c <= c1]
+        out[name] = (len(inside) == 1, len(inside) == 1 and inside[0] == name)
+    return out
+
+
 def evaluate_sudirman(settings: SegmentationSettings, limit: int | None, split: str = "test") -> dict:
     images = sd.sudirman_images(split)[:limit]  # "test": patients never used as weak labels in training
     per_level = {n: {"boxes": 0, "one_disc": 0, "right_level": 0} for n in lv.DISCS}
@@ -146,19 +161,11 @@ def evaluate_sudirman(settings: SegmentationSettings, limit: int | None, split: 
             pred = np.zeros((img.GetSize()[1], img.GetSize()[0]), np.uint8)
             n_err += 1
             failures.append({"image": p.name, "error": str(exc)[:200]})
-        discs = []
-        for name in lv.DISCS:
-            m = pred == lv.DISC_LABELS[name]
-            if m.any():
-                discs.append((name, ndi.center_of_mass(m)))
         all_ok = True
         low3_ok = True
-        for name, (r0, r1, c0, c1) in zip(lv.DISCS, boxes[-5:], strict=True):
-            inside = [n for n, (r, c) in discs if r0 <= r <= r1 and c0 <= c <= c1]
+        for name, (one, right) in discs_in_boxes(pred, boxes).items():
             st = per_level[name]
             st["boxes"] += 1
-            one = len(inside) == 1
-            right = one and inside[0] == name
             st["one_disc"] += one
             st["right_level"] += right
             all_ok &= right

@@ -137,8 +137,8 @@ def run_grading(names: list[str], n_boot: int) -> dict:
 def run_levels(names: list[str]) -> dict:
     import segmentation_data as sd
     import SimpleITK as sitk
+    from evaluate_segmentation import discs_in_boxes
 
-    from DiscAnalysisLib import levels as lv
     from DiscAnalysisLib.image_io import read_image
     from DiscAnalysisLib.segmentation import network, segment_image
 
@@ -164,16 +164,7 @@ def run_levels(names: list[str]) -> dict:
             except Exception:  # noqa: BLE001 - counted as wrong
                 n_err += 1
                 continue
-            found = []
-            for level in lv.DISCS:
-                m = pred == lv.DISC_LABELS[level]
-                if m.any():
-                    found.append((level, ndi.center_of_mass(m)))
-            ok = True
-            for level, (r0, r1, c0, c1) in zip(lv.DISCS, boxes[-5:], strict=True):
-                inside = [n for n, (r, c) in found if r0 <= r <= r1 and c0 <= c <= c1]
-                ok &= len(inside) == 1 and inside[0] == level
-            n_ok += ok
+            n_ok += all(right for _, right in discs_in_boxes(pred, boxes).values())
         results[name] = {"images": n_img, "all_five_right": n_ok, "errors": n_err}
         print(f"{name}: all five levels right in {n_ok}/{n_img} images ({100 * n_ok / max(n_img, 1):.1f} %), "
               f"{n_err} errors ({time.time() - t0:.0f} s)", flush=True)
