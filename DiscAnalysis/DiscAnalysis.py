@@ -281,7 +281,7 @@ class DiscAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _segmentationFinished(self, outDir) -> None:
         node = self.logic.loadSegmentation(self._parameterNode, outDir)
-        self.ui.statusLabel.text = _("Segmented: review the levels, edit if needed, then Quantify and grade.")
+        self.ui.statusLabel.text = workflow.segmentationSummary(Path(outDir) / "segmentation_qc.json")
         slicer.util.setSliceViewerLayers(background=self._parameterNode.inputVolume, fit=True)
         node.CreateClosedSurfaceRepresentation()
 

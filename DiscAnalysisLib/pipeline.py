@@ -188,8 +188,10 @@ def run_patient(
     # 4. grading
     t0 = time.perf_counter()
     from .grading import GradingSettings, grade_discs
+    from .grading.api import with_level_naming_notes
 
-    grades = {g.level: g for g in grade_discs(image, labels, GradingSettings(tta=settings.tta), progress=prog.sub(0.65, 0.8))}
+    graded = grade_discs(image, labels, GradingSettings(tta=settings.tta), progress=prog.sub(0.65, 0.8))
+    grades = {g.level: g for g in with_level_naming_notes(graded, flags)}
     files["grades"] = str(write_text(rows_to_csv([g.to_row() for g in grades.values()]), out / "grades.csv"))
     seconds["grade"] = time.perf_counter() - t0
 

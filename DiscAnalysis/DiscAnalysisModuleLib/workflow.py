@@ -137,6 +137,39 @@ def analyseArguments(r: AnalysisRequest) -> list[str]:
     return args
 
 
+#: Segmentation image flags a reviewer should act on, in words (docs/qc_flags.md has them all); other flags are
+#: shown as they are.
+SEGMENTATION_FLAG_WORDS = {
+    "level_naming_uncertain:disc_below_L5-S1_dropped": "a disc below L5-S1 was dropped as the sacral remnant: "
+    "if it is the real L5-S1, every name is one level too low",
+    "lowest_disc_kept_by_judge": "the lowest-disc judge kept a thin lowest disc as L5-S1: check the level names",
+    "lowest_candidate_dropped_by_judge": "the lowest-disc judge dropped the lowest disc candidate: check the level names",
+    "sacrum_not_detected": "no sacrum found below the lowest disc: check that it is L5-S1",
+    "disc_level_missing": "a disc level was not found",
+    "spacing_assumed": "pixel size unknown, assumed from a 280 mm field of view",
+    "no_csf_reference": "no CSF found behind the column: ΔSI needs a CSF segment",
+}
+
+
+def segmentationSummary(qcPath) -> str:
+    """One or two lines for the status bar after the Segment step, from its QC file (``segment --qc``): how many
+    of the five discs were found and, when the segmentation raised image flags, what to check before Quantify.
+    The Analyse step runs on the reviewed segmentation, so this is where these flags reach the user."""
+    try:
+        qc = json.loads(Path(qcPath).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "Segmented (no QC file: review the levels before Quantify and grade)."
+    from DiscAnalysisLib import levels
+
+    found = sum(1 for r in qc.get("levels", []) if r.get("level") in levels.DISCS and r.get("found"))
+    text = f"Segmented: {found} of {len(levels.DISCS)} discs found."
+    flags = [f for f in qc.get("flags", []) if not f.startswith("extra_discs_above")]
+    if not flags:
+        return text + " Review the levels, edit if needed, then Quantify and grade."
+    words = "; ".join(SEGMENTATION_FLAG_WORDS.get(f, f) for f in flags)
+    return f"{text} Check: {words}. Edit in Segment Editor if needed, then Quantify and grade (docs/qc_flags.md)."
+
+
 def loadSegmentationResult(scene, labelsPath, referenceVolumeNode, name: str = "Disc levels"):
     """Load the Segment step's labelmap as a segmentation node (one named, coloured segment per level)."""
     from DiscAnalysisLib import image_io, mrml

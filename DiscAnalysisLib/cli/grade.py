@@ -9,7 +9,6 @@ QC; levels that could not be graded have ``status = not graded`` and a reason.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 
 def add_parser(sub) -> None:
@@ -30,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     import SimpleITK as sitk
 
     from ..errors import InputError
-    from ..grading.api import GradingSettings, grade_discs
+    from ..grading.api import GradingSettings, grade_discs, with_level_naming_notes
     from ..image_io import read_image, spacing_known, write_csv
     from ..levels import convert_labels
     from .main import progress_callback
@@ -59,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         labels, seg_flags = _segment(image, args)
     with progress_callback(args, "grade") as cb:
         results = grade_discs(image, labels, GradingSettings(tta=not args.no_tta), progress=cb)
-    results = _with_naming_doubt(results, seg_flags)
+    results = with_level_naming_notes(results, seg_flags)
     rows = [r.to_row() for r in results]
     write_csv(rows, args.out)
     for r in results:
@@ -99,13 +98,3 @@ def _segment(image, args):
     return seg.labels, tuple(seg.flags)
 
 
-def _with_naming_doubt(results, seg_flags):
-    """Add a QC note to every graded disc when the segmentation doubts its level names (a grade is right for
-    its disc, but the disc may carry the neighbouring level's name)."""
-    from ..segmentation.postprocess import LEVEL_DOUBT_FLAG
-
-    if LEVEL_DOUBT_FLAG not in seg_flags:
-        return results
-    note = ("level names uncertain: a disc below L5-S1 was taken for the sacral remnant; if it is the real "
-            "L5-S1, every name is one level too low (check the segmentation)")
-    return [dataclasses.replace(r, qc=(*r.qc, note)) if r.graded else r for r in results]

@@ -16,7 +16,7 @@ nucleus, whose signal the grade is about, is not seen.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import SimpleITK as sitk
@@ -25,6 +25,7 @@ from ..errors import InputError
 from ..image_io import spacing_known
 from ..levels import DISC_LABELS, DISCS
 from ..progress import Progress, ProgressCallback
+from ..segmentation.postprocess import JUDGE_DROPPED_FLAG, JUDGE_KEPT_FLAG, LEVEL_DOUBT_FLAG
 from .crop import disc_box_from_mask
 from .metrics import GROUP_NAMES, group_of
 
@@ -251,3 +252,30 @@ def _grade_one(level, img, lab, spacing_rc, notes, unit, settings: GradingSettin
         disc_width=float(np.mean(widths)),
         width_unit=unit,
     )
+
+
+#: QC notes for graded discs when the segmentation that named the discs says the names may be one level off
+#: (the grade belongs to the disc, but the disc may carry its neighbour's name). Keys: segmentation image flags.
+LEVEL_NAMING_NOTES = {
+    LEVEL_DOUBT_FLAG: (
+        "level names uncertain: a disc below L5-S1 was taken for the sacral remnant; if it is the real L5-S1, "
+        "every name is one level too low (check the segmentation)"),
+    JUDGE_KEPT_FLAG: (
+        "level names decided by the lowest-disc judge: it kept a thin lowest disc as L5-S1 that the size rule "
+        "would have dropped; if that disc is the sacral remnant, every name is one level too high (check the "
+        "segmentation)"),
+    JUDGE_DROPPED_FLAG: (
+        "level names decided by the lowest-disc judge: it dropped a lowest disc candidate that the size rule "
+        "kept as L5-S1; if that candidate is the real L5-S1, every name is one level too low (check the "
+        "segmentation)"),
+}
+
+
+def with_level_naming_notes(results: list[GradeResult], segmentation_flags) -> list[GradeResult]:
+    """``results`` with a QC note on every graded disc for each segmentation image flag that puts the level names
+    in doubt (:data:`LEVEL_NAMING_NOTES`); unchanged when there is none. Used by ``discanalysis grade`` and the
+    whole-patient pipeline, so that the doubt travels with each grade."""
+    notes = tuple(note for flag, note in LEVEL_NAMING_NOTES.items() if flag in set(segmentation_flags))
+    if not notes:
+        return results
+    return [replace(r, qc=(*r.qc, *notes)) if r.graded else r for r in results]

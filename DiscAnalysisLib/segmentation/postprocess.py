@@ -125,6 +125,7 @@ class LevelRow:
     slices: int = 0  # sagittal slices the structure appears on
     flags: tuple[str, ...] = ()
     reason: str = ""
+    size_unit: str = ""  # "mm^3" or "mm^2" (of size_mm); empty when the structure was not found
 
     def to_row(self) -> dict:
         return {
@@ -133,7 +134,7 @@ class LevelRow:
             "found": self.found,
             "voxels": self.voxels,
             "size_mm": None if not np.isfinite(self.size_mm) else round(float(self.size_mm), 2),
-            "size_unit": "",
+            "size_unit": self.size_unit,
             "confidence": None if not np.isfinite(self.confidence) else round(float(self.confidence), 4),
             "slices": self.slices,
             "flags": ";".join(self.flags),
@@ -449,6 +450,7 @@ def assign_levels(
     sp = np.asarray(spacing, dtype=float)
     n_sl = probs.shape[0]
     voxel = float(np.prod(sp)) if n_sl > 1 else float(sp[1] * sp[2])
+    unit = "mm^3" if n_sl > 1 else "mm^2"
     cls = argmax_classes(probs)
     out = np.zeros(cls.shape, dtype=np.uint8)
     flags: list[str] = []
@@ -544,7 +546,8 @@ def assign_levels(
         out[box][keep] = lv.DISC_LABELS[name]
         n_vox = int(keep.sum())
         rows[name] = LevelRow(
-            name, lv.DISC_LABELS[name], True, n_vox, n_vox * voxel, d.confidence, int(keep.any(axis=(1, 2)).sum()), tuple(f)
+            name, lv.DISC_LABELS[name], True, n_vox, n_vox * voxel, d.confidence, int(keep.any(axis=(1, 2)).sum()), tuple(f),
+            size_unit=unit,
         )
 
     # ---- vertebral bodies between consecutive discs
@@ -589,7 +592,8 @@ def assign_levels(
             ob[m & (ob == 0)] = lv.VERTEBRA_LABELS[vname]
             conf = float(probs[box[0], VERTEBRA][:, box[1], box[2]][m].mean())
             rows[vname] = LevelRow(
-                vname, lv.VERTEBRA_LABELS[vname], True, int(m.sum()), size, conf, int(m.any(axis=(1, 2)).sum()), tuple(f)
+                vname, lv.VERTEBRA_LABELS[vname], True, int(m.sum()), size, conf, int(m.any(axis=(1, 2)).sum()), tuple(f),
+                size_unit=unit,
             )
 
     ordered = []

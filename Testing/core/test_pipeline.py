@@ -130,3 +130,26 @@ def test_batch_cli_exit_code_reports_failures(tmp_path, capsys):
     code = main(["--progress", "none", "batch", str(folder), "--out", str(tmp_path / "o")])
     assert code == 3
     assert "1 failed" in capsys.readouterr().out
+
+
+def test_patient_grades_carry_the_segmentations_level_naming_doubt(phantom_files, tmp_path, monkeypatch):
+    """When the segmentation's lowest-disc judge overrode the size rule, each graded level of the patient's results
+    says that its name may be one level off (the whole-patient flags alone are easy to miss in the table)."""
+    import types
+
+    import DiscAnalysisLib.segmentation as segmentation
+    from DiscAnalysisLib.segmentation.postprocess import JUDGE_KEPT_FLAG
+
+    _, paths = phantom_files
+    real = segmentation.segment_image
+
+    def judged(image, settings=None, progress=None, **kw):
+        seg = real(image, settings, progress, **kw)
+        return types.SimpleNamespace(labels=seg.labels, flags=(*seg.flags, JUDGE_KEPT_FLAG), to_rows=seg.to_rows,
+                                     to_dict=seg.to_dict)
+
+    monkeypatch.setattr(segmentation, "segment_image", judged)
+    result = run_patient(PatientInputs(image=str(paths["t2w"]), case_id="j"), tmp_path / "j", PipelineSettings(tta=False))
+    assert JUDGE_KEPT_FLAG in result.flags
+    graded = [r for r in result.rows if r["grade"] is not None]
+    assert graded and all("lowest-disc judge" in r["qc"] for r in graded)

@@ -111,23 +111,34 @@ def test_demo_step_grades_a_phantom_like_context(tmp_path):
     assert any("L3-L4: grade" in line for line in lines) and any("L1-L2: not graded" in line for line in lines)
 
 
-@pytest.mark.parametrize("doubt", [True, False])
-def test_grade_cli_carries_the_segmentations_level_naming_doubt_into_qc(tmp_path, monkeypatch, doubt):
+@pytest.mark.parametrize(
+    "flag, words",
+    [
+        ("level_naming_uncertain:disc_below_L5-S1_dropped", "level names uncertain"),
+        ("lowest_disc_kept_by_judge", "one level too high"),
+        ("lowest_candidate_dropped_by_judge", "it dropped a lowest disc candidate"),
+        (None, None),
+    ],
+)
+def test_grade_cli_carries_the_segmentations_level_naming_doubt_into_qc(tmp_path, monkeypatch, flag, words):
+    """Each segmentation flag that puts the level names in doubt (the size rule's doubt, either override of the
+    lowest-disc judge) becomes a QC note on every graded disc; none without such a flag."""
     import types
 
     import SimpleITK as sitk
 
     import DiscAnalysisLib.segmentation as segmentation
     from DiscAnalysisLib.image_io import read_image
-    from DiscAnalysisLib.segmentation.postprocess import LEVEL_DOUBT_FLAG
+    from DiscAnalysisLib.segmentation import postprocess
 
+    assert flag is None or flag in (postprocess.LEVEL_DOUBT_FLAG, postprocess.JUDGE_KEPT_FLAG, postprocess.JUDGE_DROPPED_FLAG)
     png, lab_png = _write_pngs(tmp_path, "L")
 
     def fake_segment(image, progress=None, **_):
         labels = read_image(lab_png)
         out = sitk.Cast(labels, sitk.sitkUInt8)
         out.CopyInformation(image)
-        flags = ("small_disc_below_L5-S1_ignored", LEVEL_DOUBT_FLAG) if doubt else ("small_disc_below_L5-S1_ignored",)
+        flags = ("small_disc_below_L5-S1_ignored",) + ((flag,) if flag else ())
         return types.SimpleNamespace(labels=out, flags=flags)
 
     monkeypatch.setattr(segmentation, "segment_image", fake_segment)
@@ -137,5 +148,7 @@ def test_grade_cli_carries_the_segmentations_level_naming_doubt_into_qc(tmp_path
     graded = [r for r in rows.values() if r["status"] == "graded"]
     assert {r["level"] for r in graded} == {"L3-L4", "L4-L5", "L5-S1"}
     for r in rows.values():
-        has_note = "level names uncertain" in r["qc"]
-        assert has_note == (doubt and r["status"] == "graded"), (r["level"], r["qc"])
+        has_note = "check the segmentation" in r["qc"]
+        assert has_note == (flag is not None and r["status"] == "graded"), (r["level"], r["qc"])
+        if has_note:
+            assert words in r["qc"]

@@ -45,6 +45,22 @@ def test_segment_step_makes_one_named_segment_per_level(phantom, tmp_path):
     seg = workflow.loadSegmentationResult(scene, tmp_path / "labels.nrrd", volume)
     names = {seg.GetSegmentation().GetNthSegment(i).GetName() for i in range(seg.GetSegmentation().GetNumberOfSegments())}
     assert {"L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1"} <= names
+    summary = workflow.segmentationSummary(tmp_path / "segmentation_qc.json")
+    assert summary.startswith("Segmented: 5 of 5 discs found.") and "Check:" not in summary
+
+
+def test_segment_step_summary_names_what_to_check(tmp_path):
+    """The Analyse step runs on the reviewed segmentation, so the Segment step's status line is where a clinician
+    learns that the lowest-disc judge decided the names, or that a level is missing."""
+    qc = {"flags": ["lowest_disc_kept_by_judge", "extra_discs_above_L1-L2:1", "gap_between_discs"],
+          "levels": [{"level": name, "found": name != "L2-L3"} for name in ("L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1", "L1")]}
+    path = tmp_path / "segmentation_qc.json"
+    path.write_text(json.dumps(qc))
+    summary = workflow.segmentationSummary(path)
+    assert summary.startswith("Segmented: 4 of 5 discs found.")
+    assert "lowest-disc judge kept a thin lowest disc" in summary and "gap_between_discs" in summary
+    assert "extra_discs" not in summary  # information only, not a reason to stop
+    assert "no QC file" in workflow.segmentationSummary(tmp_path / "absent.json")
 
 
 def test_analyse_step_fills_table_maps_and_colours(phantom, tmp_path):
