@@ -280,7 +280,7 @@ def _merge_level(level: str, seg: dict | None, mk: dict | None, gr, relax: dict)
         for m in ("dhi", "hdr", "delta_si"):
             flag = mk.get(f"{m}_flag")
             if flag in ("low", "high"):
-                qc.append(f"{m.upper().replace('DELTA_SI', 'ΔSI')} {flag} for age/sex")
+                qc.append(f"{m.upper().replace('DELTA_SI', 'ΔSI')} {flag} against the population normal range (reference group in markers.csv)")
     row["t2_mean_ms"] = relax.get("t2", {}).get(level)
     row["t1rho_mean_ms"] = relax.get("t1rho", {}).get(level)
     row["qc"] = "; ".join(qc)
