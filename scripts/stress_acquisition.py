@@ -3,6 +3,7 @@
 
     DISCANALYSIS_DATA=../shared/data python scripts/stress_acquisition.py grading [--conditions ...]
     DISCANALYSIS_DATA=../shared/data python scripts/stress_acquisition.py levels  [--conditions ...]
+    DISCANALYSIS_DATA=../shared/data python scripts/stress_acquisition.py dice --folds runs/cont
     DISCANALYSIS_DATA=../shared/data python scripts/stress_acquisition.py export --conditions combined --out /tmp/stress
 
 The issues' external checks use scans from scanners we do not have. This script re-runs the shipped product on
@@ -16,6 +17,7 @@ them at once, milder each ("combined").
 patient-level bootstrap of each condition's difference to the clean images (same discs, paired).
 ``levels``: ``segment_image`` (shipped weights and judge) on the 203 held-out images; an image is right when each
 of its five lowest disc boxes holds exactly one predicted disc, of its level (as evaluate_segmentation.py).
+``dice``: disc Dice and level names on the 3D lumbar_t2_3d subjects, each by its leave-one-subject-out network.
 A report: nothing in the product is tuned on it (docs/validation.md, "Acquisition stress test").
 """
 
@@ -171,6 +173,49 @@ def run_levels(names: list[str]) -> dict:
     return results
 
 
+def run_dice(names: list[str], folds: Path) -> dict:
+    """Disc Dice and level names on the 4 lumbar_t2_3d subjects (another scanner, 3D), each segmented by the fold
+    network that never trained on it (as ``evaluate_segmentation.py --folds``). The change is applied to every
+    sagittal slice; conditions that resample the image are left out (the 1 mm reference would need resampling
+    too, which would measure the grid, not the network)."""
+    import segmentation_data as sd
+    import SimpleITK as sitk
+    from evaluate_segmentation import level_metrics, named_correctly
+
+    from DiscAnalysisLib import levels as lv
+    from DiscAnalysisLib.resources import sha256_of
+    from DiscAnalysisLib.segmentation import SegmentationSettings, segment_image
+
+    results = {}
+    for name in names:
+        fn, f = CONDITIONS[name]
+        if f != 1.0:
+            print(f"{name}: left out (resamples the image)", flush=True)
+            continue
+        t0 = time.time()
+        dice, named, n = [], 0, 0
+        for subject in sd.SUBJECTS_3D:
+            w = folds / f"fold{subject}" / "weights.pt"
+            img, lab = sd.load_3d_subject(subject)
+            arr = sitk.GetArrayFromImage(img).astype(np.float32)
+            changed = np.stack([fn(a, _seed(f"{subject}_{k}")) for k, a in enumerate(arr)])
+            out = sitk.GetImageFromArray(changed)
+            out.CopyInformation(img)
+            res = segment_image(out, SegmentationSettings(weights_path=str(w), weights_sha256=sha256_of(w)))
+            pred = sitk.GetArrayFromImage(res.labels)
+            ref_l = lv.convert_labels(sitk.GetArrayFromImage(lab), "from_l5s1")
+            sp = tuple(reversed(img.GetSpacing()))
+            for level in lv.DISCS:
+                ref = ref_l == lv.DISC_LABELS[level]
+                dice.append(level_metrics(pred == lv.DISC_LABELS[level], ref, sp)["dice"])
+                named += named_correctly(pred, ref, level)
+                n += 1
+        results[name] = {"mean_disc_dice": float(np.mean(dice)), "named": named, "discs": n}
+        print(f"{name}: mean disc Dice {np.mean(dice):.3f}, {named}/{n} discs named correctly ({time.time() - t0:.0f} s)",
+              flush=True)
+    return results
+
+
 def export(names: list[str], out: Path) -> None:
     """8-bit PNG copies of the grading test patients' images under each condition, laid out like pfirrmann_sudirman
     (boxes and grades linked, not copied), for the end-to-end scripts: ``compare_signal_grade.py --data OUT/NAME``.
@@ -202,7 +247,9 @@ def export(names: list[str], out: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=("grading", "levels", "export"))
+    ap.add_argument("part", choices=("grading", "levels", "dice", "export"))
+    ap.add_argument("--folds", type=Path, default=REPO / "runs" / "cont",
+                    help="dice: folder with fold<S>/weights.pt (the lumbar_t2_3d leave-one-subject-out networks)")
     ap.add_argument("--out", type=Path, default=None, help="export: folder for the changed copies (outside the repository)")
     ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS), metavar="NAME")
     ap.add_argument("--n-boot", type=int, default=2000)
@@ -218,7 +265,10 @@ def main(argv=None) -> int:
             raise SystemExit("export needs --out FOLDER (outside the repository)")
         export([n for n in args.conditions], args.out)
         return 0
-    out = run_grading(names, args.n_boot) if args.part == "grading" else run_levels(names)
+    if args.part == "dice":
+        out = run_dice(names, args.folds)
+    else:
+        out = run_grading(names, args.n_boot) if args.part == "grading" else run_levels(names)
     if args.json:
         tmp = args.json.with_suffix(".tmp")
         tmp.write_text(json.dumps(out, indent=1))
