@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from crossfit_grading import load_folds, per_disc, selection_score  # noqa: E402
-from pair_crossfit_grading import summary  # noqa: E402
+from crossfit_grading import load_folds, selection_score  # noqa: E402
+from pair_crossfit_grading import paired_oof, summary  # noqa: E402
 
 from DiscAnalysisLib.grading import metrics  # noqa: E402
 
@@ -57,16 +57,8 @@ def main(argv=None) -> int:
     ap.add_argument("dirs", nargs=2, type=Path)
     ap.add_argument("--objective", default="score", choices=("score", "ba"))
     args = ap.parse_args(argv)
-    per = []
-    for d in args.dirs:
-        probs, y, folds, keys = per_disc(load_folds(d, "final"))
-        per.append(tuple(dict(zip(keys, v, strict=True)) for v in (probs, y, folds)))
-    keys = sorted(per[0][0])
-    if set(keys) != set(per[1][0]) or any(per[0][2][k] != per[1][2][k] for k in keys):
-        raise SystemExit("the two directories do not hold the same discs in the same folds")
-    y = np.array([per[0][1][k] for k in keys])
-    folds = np.array([per[0][2][k] for k in keys])
-    p = (np.array([per[0][0][k] for k in keys]) + np.array([per[1][0][k] for k in keys])) / 2
+    _, y, folds, a, b = paired_oof([load_folds(d, "final") for d in args.dirs])
+    p = (a + b) / 2
     logp = np.log(np.clip(p, 1e-9, 1))
     objective = objective_of(args.objective)
     nested = np.zeros(len(y), dtype=int)

@@ -77,6 +77,24 @@ def named_correctly(pred_labels: np.ndarray, ref: np.ndarray, name: str) -> bool
 
 
 # --------------------------------------------------------------------------------------- evaluations
+def score_subject(img: sitk.Image, lab: sitk.Image, weights: Path):
+    """Segment a lumbar_t2_3d image with the given fold weights and score each disc level against its reference
+    labels (``lab``, 1 = L5-S1 ... 5 = L1-L2): (segmentation result, per-level metric rows, seconds)."""
+    settings = SegmentationSettings(weights_path=str(weights), weights_sha256=sha256_of(weights))
+    t0 = time.perf_counter()
+    res = segment_image(img, settings)
+    secs = time.perf_counter() - t0
+    pred = sitk.GetArrayFromImage(res.labels)
+    ref_l = lv.convert_labels(sitk.GetArrayFromImage(lab), "from_l5s1")
+    sp = tuple(reversed(img.GetSpacing()))
+    rows = []
+    for name in lv.DISCS:
+        ref = ref_l == lv.DISC_LABELS[name]
+        rows.append({"level": name, **level_metrics(pred == lv.DISC_LABELS[name], ref, sp),
+                     "named_correctly": named_correctly(pred, ref, name)})
+    return res, rows, secs
+
+
 def evaluate_cv(folds: Path) -> dict:
     rows = []
     cases = []
@@ -86,22 +104,11 @@ def evaluate_cv(folds: Path) -> dict:
             print(f"  fold {s}: {w} missing, skipped", flush=True)
             continue
         img, lab = sd.load_3d_subject(s)
-        settings = SegmentationSettings(weights_path=str(w), weights_sha256=sha256_of(w))
-        t0 = time.perf_counter()
-        res = segment_image(img, settings)
-        secs = time.perf_counter() - t0
-        pred = sitk.GetArrayFromImage(res.labels)
-        ref_l = lv.convert_labels(sitk.GetArrayFromImage(lab), "from_l5s1")
-        sp = tuple(reversed(img.GetSpacing()))
-        all_named = True
-        for name in lv.DISCS:
-            ref = ref_l == lv.DISC_LABELS[name]
-            m = level_metrics(pred == lv.DISC_LABELS[name], ref, sp)
-            ok = named_correctly(pred, ref, name)
-            all_named &= ok
-            rows.append({"subject": s, "level": name, **m, "named_correctly": ok})
+        res, levels_rows, secs = score_subject(img, lab, w)
+        rows += [{"subject": s, **r} for r in levels_rows]
+        all_named = all(r["named_correctly"] for r in levels_rows)
         cases.append({"subject": s, "all_levels_named": all_named, "flags": list(res.flags), "seconds": secs})
-        mean_d = np.mean([r["dice"] for r in rows if r["subject"] == s])
+        mean_d = np.mean([r["dice"] for r in levels_rows])
         print(f"  held-out {s}: mean disc Dice {mean_d:.3f}, all levels named: {all_named}, flags {res.flags}, {secs:.1f} s", flush=True)
     return {"rows": rows, "cases": cases}
 

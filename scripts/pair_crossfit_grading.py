@@ -83,12 +83,11 @@ def calibrate_confidence(pool: dict, temperature: float) -> None:
     print(f"CONFIDENCE_CALIBRATION = ({lr.coef_[0, 0]:.4f}, {lr.intercept_[0]:.4f})")
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("dirs", nargs=2, type=Path)
-    ap.add_argument("--kind", default="final", choices=("final", "swa"))
-    args = ap.parse_args(argv)
-    per, pools = [], [load_folds(d, args.kind) for d in args.dirs]
+def paired_oof(pools) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-disc OOF probabilities of two cross-fitted recipes (their ``load_folds`` pools) on the same discs and
+    folds: (sorted keys, grades, folds, probabilities of the first, of the second). Stops when the folds differ
+    (pairing would not be out of fold)."""
+    per = []
     for pool in pools:
         probs, y, folds, keys = per_disc(pool)
         per.append(tuple(dict(zip(keys, v, strict=True)) for v in (probs, y, folds)))
@@ -96,7 +95,18 @@ def main(argv=None) -> int:
     if set(keys) != set(per[1][0]) or any(per[0][2][k] != per[1][2][k] for k in keys):
         raise SystemExit("the two directories do not hold the same discs in the same folds; pairing would not be out of fold")
     y = np.array([per[0][1][k] for k in keys])
+    folds = np.array([per[0][2][k] for k in keys])
     a, b = (np.array([p[0][k] for k in keys]) for p in per)
+    return keys, y, folds, a, b
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dirs", nargs=2, type=Path)
+    ap.add_argument("--kind", default="final", choices=("final", "swa"))
+    args = ap.parse_args(argv)
+    pools = [load_folds(d, args.kind) for d in args.dirs]
+    _, y, _, a, b = paired_oof(pools)
     print(f"| out of fold, {len(y)} discs | score | BA | QWK | accuracy | mean confidence | recall grade 1-5 |")
     print("|---|---|---|---|---|---|---|")
     summary(args.dirs[0].name, a, y)

@@ -35,7 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from crossfit_grading import load_folds, per_disc, selection_score  # noqa: E402
+from crossfit_grading import load_folds, selection_score  # noqa: E402
+from pair_crossfit_grading import paired_oof  # noqa: E402
 
 from DiscAnalysisLib import levels  # noqa: E402
 from DiscAnalysisLib.grading import metrics  # noqa: E402
@@ -183,16 +184,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    per = []
-    for d in args.dirs:
-        probs, y, folds, keys = per_disc(load_folds(d, "final"))
-        per.append((dict(zip(keys, probs, strict=True)), dict(zip(keys, y, strict=True)), dict(zip(keys, folds, strict=True))))
-    keys = sorted(per[0][0])
-    if set(keys) != set(per[1][0]) or any(per[0][2][k] != per[1][2][k] for k in keys):
-        raise SystemExit("the two directories do not hold the same discs in the same folds")
-    pair = np.array([(per[0][0][k] + per[1][0][k]) / 2 for k in keys])
-    y = np.array([per[0][1][k] for k in keys])
-    folds = np.array([per[0][2][k] for k in keys])
+    keys, y, folds, a, b = paired_oof([load_folds(d, "final") for d in args.dirs])
+    pair = (a + b) / 2
 
     args.out.mkdir(parents=True, exist_ok=True)
     table = args.out / "markers_per_disc.json"

@@ -110,9 +110,9 @@ def run_grading(names: list[str], n_boot: int) -> dict:
                "kappa_quadratic": metrics.cohen_kappa(y, pred, weights="quadratic"),
                "accuracy": float(np.mean(pred == y)), "n": int(len(y)),
                "confusion": metrics.confusion(y, pred).tolist()}
-        if clean is None and name == "clean":
+        if name == "clean":  # always the first condition (main puts it there)
             clean = pred
-        if clean is not None and name != "clean":
+        else:
             groups = [k[0] for k in keys]
 
             def diff(idx, pred=pred, y=y, clean=clean):
@@ -145,14 +145,13 @@ def run_levels(names: list[str]) -> dict:
     from DiscAnalysisLib.segmentation import network, segment_image
 
     net = network.load_model()
-    images = sd.sudirman_images("test")
+    sources = [(p, read_image(p)) for p in sd.sudirman_images("test")]  # read once, changed per condition
     results = {}
     for name in names:
         fn, _ = CONDITIONS[name]
         t0 = time.time()
         n_img = n_ok = n_err = 0
-        for p in images:
-            src = read_image(p)
+        for p, src in sources:
             arr = fn(sitk.GetArrayFromImage(src).astype(np.float32), _seed(str(p)))
             boxes = sd.sudirman_disc_boxes(p, arr.shape)
             if len(boxes) < 5:
@@ -180,11 +179,7 @@ def run_dice(names: list[str], folds: Path) -> dict:
     too, which would measure the grid, not the network)."""
     import segmentation_data as sd
     import SimpleITK as sitk
-    from evaluate_segmentation import level_metrics, named_correctly
-
-    from DiscAnalysisLib import levels as lv
-    from DiscAnalysisLib.resources import sha256_of
-    from DiscAnalysisLib.segmentation import SegmentationSettings, segment_image
+    from evaluate_segmentation import score_subject
 
     results = {}
     for name in names:
@@ -195,21 +190,14 @@ def run_dice(names: list[str], folds: Path) -> dict:
         t0 = time.time()
         dice, named, n = [], 0, 0
         for subject in sd.SUBJECTS_3D:
-            w = folds / f"fold{subject}" / "weights.pt"
             img, lab = sd.load_3d_subject(subject)
             arr = sitk.GetArrayFromImage(img).astype(np.float32)
-            changed = np.stack([fn(a, _seed(f"{subject}_{k}")) for k, a in enumerate(arr)])
-            out = sitk.GetImageFromArray(changed)
+            out = sitk.GetImageFromArray(np.stack([fn(a, _seed(f"{subject}_{k}")) for k, a in enumerate(arr)]))
             out.CopyInformation(img)
-            res = segment_image(out, SegmentationSettings(weights_path=str(w), weights_sha256=sha256_of(w)))
-            pred = sitk.GetArrayFromImage(res.labels)
-            ref_l = lv.convert_labels(sitk.GetArrayFromImage(lab), "from_l5s1")
-            sp = tuple(reversed(img.GetSpacing()))
-            for level in lv.DISCS:
-                ref = ref_l == lv.DISC_LABELS[level]
-                dice.append(level_metrics(pred == lv.DISC_LABELS[level], ref, sp)["dice"])
-                named += named_correctly(pred, ref, level)
-                n += 1
+            _, rows, _ = score_subject(out, lab, folds / f"fold{subject}" / "weights.pt")
+            dice += [r["dice"] for r in rows]
+            named += sum(r["named_correctly"] for r in rows)
+            n += len(rows)
         results[name] = {"mean_disc_dice": float(np.mean(dice)), "named": named, "discs": n}
         print(f"{name}: mean disc Dice {np.mean(dice):.3f}, {named}/{n} discs named correctly ({time.time() - t0:.0f} s)",
               flush=True)
@@ -263,7 +251,7 @@ def main(argv=None) -> int:
     if args.part == "export":
         if args.out is None:
             raise SystemExit("export needs --out FOLDER (outside the repository)")
-        export([n for n in args.conditions], args.out)
+        export(list(args.conditions), args.out)
         return 0
     if args.part == "dice":
         out = run_dice(names, args.folds)

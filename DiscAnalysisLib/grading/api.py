@@ -275,7 +275,8 @@ def with_level_naming_notes(results: list[GradeResult], segmentation_flags) -> l
     """``results`` with a QC note on every graded disc for each segmentation image flag that puts the level names
     in doubt (:data:`LEVEL_NAMING_NOTES`); unchanged when there is none. Used by ``discanalysis grade`` and the
     whole-patient pipeline, so that the doubt travels with each grade."""
-    notes = tuple(note for flag, note in LEVEL_NAMING_NOTES.items() if flag in set(segmentation_flags))
+    raised = set(segmentation_flags)
+    notes = tuple(note for flag, note in LEVEL_NAMING_NOTES.items() if flag in raised)
     if not notes:
         return results
     return [replace(r, qc=(*r.qc, *notes)) if r.graded else r for r in results]
